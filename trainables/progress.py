@@ -1,0 +1,60 @@
+"""A progress line for long loops: a live bar on a terminal, plain lines in logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    """Counts files and frames; redraws in place on a TTY, else prints every `every` files."""
+
+    def __init__(
+        self,
+        label: str,
+        total_files: int,
+        stream: TextIO | None = None,
+        every: int | None = None,
+        enabled: bool = True,
+    ):
+        self.label = label
+        self.total = total_files
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every or max(1, total_files // 10)
+        self.enabled = enabled and total_files > 0
+        self.files = 0
+        self.frames = 0
+        self.start = time.monotonic()
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        rate = self.frames / elapsed if elapsed > 0 else 0.0
+        left = elapsed / self.files * (self.total - self.files) if self.files else 0.0
+        width = 24
+        filled = int(width * self.files / max(self.total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        return (
+            f"{self.label} [{bar}] {self.files}/{self.total} files, "
+            f"{rate:,.0f} frames/s, elapsed {_clock(elapsed)}, left {_clock(left)}"
+        )
+
+    def update(self, frames: int) -> None:
+        self.files += 1
+        self.frames += frames
+        if not self.enabled:
+            return
+        if self.tty:
+            end = "\n" if self.files == self.total else ""
+            self.stream.write("\r" + self.line() + end)
+            self.stream.flush()
+        elif self.files % self.every == 0 or self.files == self.total:
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()

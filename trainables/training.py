@@ -1,0 +1,260 @@
+"""The mixed-precision training loop every task shares.
+
+A task supplies its model, its micro-batches and two functions: `loss_fn(batch)` returning
+(sum of per-element losses over real targets, number of real targets) and
+`count_fn(batch)` returning that number without a forward pass. With both, one optimizer
+step averages the loss over the real targets of the whole effective batch, so splitting
+`batch_size` into micro-batches changes nothing beyond float noise.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULES = ("constant", "cosine")
+
+
+class TrainingError(RuntimeError):
+    """A training set-up or run that cannot give a meaningful result."""
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 128  # global (effective) batch: micro_batch_size x accumulation
+    micro_batch_size: int = 0  # a resource choice, not a hyperparameter; 0 = automatic
+    max_micro_batch_size: int = 32  # cap for the automatic choice
+    warmup_ratio: float = 0.25  # warmup length in epochs
+    lr_schedule: str = "constant"  # after warmup: constant or cosine
+    min_lr_scale: float = 0.1  # cosine ends at min_lr_scale x learning_rate
+    max_epochs: int = 5
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("learning_rate", "batch_size", "max_epochs", "max_micro_batch_size")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("weight_decay", "warmup_ratio", "grad_clip", "micro_batch_size"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.min_lr_scale <= 1:
+            raise ValueError(f"min_lr_scale must be in [0, 1], got {self.min_lr_scale}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    micro_batch_size: int
+    accumulation: int
+    steps_per_epoch: int
+    warmup_steps: int
+    total_steps: int
+
+
+def plan_batches(cfg: TrainConfig, num_train: int) -> BatchPlan:
+    """Micro-batch, accumulation and step counts; refuses plans that cannot train."""
+    if cfg.micro_batch_size:
+        micro = cfg.micro_batch_size
+        if cfg.batch_size % micro:
+            raise TrainingError(
+                f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {micro}"
+            )
+    else:
+        cap = min(cfg.batch_size, cfg.max_micro_batch_size)
+        micro = max(d for d in range(1, cap + 1) if cfg.batch_size % d == 0)
+    steps = num_train // cfg.batch_size
+    if steps == 0:
+        raise TrainingError(
+            f"batch_size {cfg.batch_size} exceeds the {num_train} training windows: "
+            "zero optimizer steps per epoch"
+        )
+    return BatchPlan(
+        micro_batch_size=micro,
+        accumulation=cfg.batch_size // micro,
+        steps_per_epoch=steps,
+        warmup_steps=round(cfg.warmup_ratio * steps),
+        total_steps=steps * cfg.max_epochs,
+    )
+
+
+def lr_scale(step: int, plan: BatchPlan, cfg: TrainConfig) -> float:
+    """Linear warmup over warmup_ratio epochs, then constant or cosine to min_lr_scale."""
+    if step < plan.warmup_steps:
+        return (step + 1) / (plan.warmup_steps + 1)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - plan.warmup_steps) / max(1, plan.total_steps - plan.warmup_steps)
+    return cfg.min_lr_scale + (1 - cfg.min_lr_scale) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """auto: bf16 on CUDA with bf16, fp16 (+ GradScaler) on older CUDA, fp32 on CPU.
+
+    CPU bf16 stays available on request, but is ~100x slower than fp32 on a plain CPU.
+    """
+    if requested != "auto":
+        if requested == "fp16" and device.type != "cuda":
+            raise TrainingError("precision fp16 needs a CUDA device (GradScaler); use bf16")
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases, norms and gains are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    if not decay and not no_decay:
+        raise TrainingError(
+            "nothing to train: no parameter requires grad (check lora_enable, freeze_backbone)"
+        )
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+
+
+def epoch_order(num_train: int, seed: int, epoch: int) -> np.ndarray:
+    """Shuffled window order of one epoch, a pure function of (seed, epoch) for resuming."""
+    return np.random.default_rng([seed, epoch]).permutation(num_train)
+
+
+def step_batches(order: np.ndarray, plan: BatchPlan, batch_size: int) -> Iterator[list[np.ndarray]]:
+    """Per optimizer step, the index arrays of its micro-batches (the last partial batch
+    of the epoch is dropped, so every step sees exactly batch_size windows)."""
+    for step in range(plan.steps_per_epoch):
+        indices = order[step * batch_size : (step + 1) * batch_size]
+        yield np.split(indices, plan.accumulation)
+
+
+def rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Optimizer, schedule, precision and the guards; one `step` = one optimizer step."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, plan: BatchPlan):
+        self.model, self.cfg, self.plan = model, cfg, plan
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_scale(step, plan, cfg)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.global_step = 0
+
+    def autocast(self) -> AbstractContextManager:
+        return autocast(self.device, self.precision)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(
+        self,
+        micro_batches: Sequence,
+        loss_fn: Callable[[object], tuple[torch.Tensor, torch.Tensor]],
+        count_fn: Callable[[object], int],
+    ) -> tuple[float, float]:
+        """Accumulate over the micro-batches, clip, step. Returns (mean loss, grad norm)."""
+        self.model.train()
+        total = sum(count_fn(batch) for batch in micro_batches)
+        if total == 0:
+            raise TrainingError("an optimizer step has no real (unmasked) targets")
+        loss_sum = 0.0
+        for batch in micro_batches:
+            with self.autocast():
+                batch_sum, _ = loss_fn(batch)
+            self.scaler.scale(batch_sum.float() / total).backward()
+            loss_sum += batch_sum.item()
+        self.scaler.unscale_(self.optimizer)
+        if self.global_step == 0:
+            self._check_first_step(loss_sum)
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        return loss_sum / total, float(grad_norm)
+
+    def _check_first_step(self, loss_sum: float) -> None:
+        """A loss of exactly 0 or gradients that never arrive are bugs, not results."""
+        if loss_sum == 0.0:
+            raise TrainingError("loss is exactly 0 on the first step: targets or mask are wrong")
+        missing = [
+            n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None
+        ]
+        if missing:
+            raise TrainingError(
+                f"no gradient reaches {len(missing)} trainable parameters "
+                f"(e.g. {', '.join(missing[:3])}): they are not part of the loss"
+            )
+        if all(not torch.any(p.grad) for p in self.params):
+            raise TrainingError("every gradient is zero on the first step: nothing can learn")
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state["global_step"]
