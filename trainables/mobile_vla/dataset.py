@@ -10,7 +10,9 @@ once and every trial maps the same memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
-from trainables.mobile_vla.decode_cache import DecodeCache, content_hash
+from trainables.mobile_vla.decode_cache import DecodeCache
 from trainables.mobile_vla.episode_format import (
     ACTION_NAMES,
     EpisodeError,
@@ -145,7 +147,7 @@ def load_frames(path: str, size: tuple[int, int], cache_root: str) -> tuple[np.n
     Returns (frames, was_cached). Runs in a worker process, so takes only plain values.
     """
     cache = DecodeCache(cache_root)
-    digest = content_hash(path)
+    digest = cache.digest(path)
     frames = cache.get(digest, size)
     if frames is not None:
         return frames, True
@@ -185,23 +187,29 @@ def decode_all(
         hits += cached
         bar.update(len(frames))
 
-    if workers == 1:
-        for i, path in enumerate(paths):
-            try:
-                collect(i, load_frames(path, cfg.image_size, cache_root))
-            except EpisodeError as exc:
-                errors.append(exc)
-                bar.update(0)
-    else:
-        # spawn, not fork: the caller may already hold torch/Ray threads.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(load_frames, p, cfg.image_size, cache_root) for p in paths]
-            for i, future in enumerate(futures):
-                try:
-                    collect(i, future.result())
-                except EpisodeError as exc:
-                    errors.append(exc)
-                    bar.update(0)
+    def run(i: int, outcome: Callable[[], tuple[np.ndarray, bool]]) -> None:
+        try:
+            collect(i, outcome())
+        except EpisodeError as exc:
+            errors.append(exc)
+            bar.update(0)
+
+    todo = list(range(len(paths)))
+    if workers > 1:
+        try:
+            # spawn, not fork: the caller may already hold torch/Ray threads.
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = {
+                    i: pool.submit(load_frames, paths[i], cfg.image_size, cache_root) for i in todo
+                }
+                for i, future in futures.items():
+                    run(i, future.result)
+                    todo.remove(i)
+        except BrokenProcessPool:
+            # e.g. a __main__ that spawn cannot re-import (python -, notebooks): go serial.
+            pass
+    for i in todo:
+        run(i, lambda i=i: load_frames(paths[i], cfg.image_size, cache_root))
     return results, errors, hits
 
 

@@ -193,3 +193,19 @@ def test_dataset_pickles_with_numpy_buffers(tmp_path):
     assert len(payload) < data.images.nbytes
     restored = pickle.loads(payload, buffers=buffers)
     np.testing.assert_array_equal(restored.images, data.images)
+
+
+def test_unchanged_files_are_not_hashed_again(tmp_path, monkeypatch):
+    import trainables.mobile_vla.decode_cache as cache_module
+
+    make_folder(tmp_path / "data", episodes=2)
+    cfg = config(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    load_dataset(cfg, progress=False)
+    hashed = []
+    real_hash = cache_module.content_hash
+    monkeypatch.setattr(cache_module, "content_hash", lambda p: hashed.append(p) or real_hash(p))
+    load_dataset(cfg, progress=False)
+    assert hashed == []
+    (tmp_path / "data" / "episode_20251114_100000_1box_vert_left.h5").touch()
+    load_dataset(cfg, progress=False)
+    assert [p.name for p in hashed] == ["episode_20251114_100000_1box_vert_left.h5"]

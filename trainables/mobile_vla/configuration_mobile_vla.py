@@ -1,0 +1,150 @@
+"""Configuration of the Mobile VLA policy: a Kosmos-2 backbone with a LoRA adapter and an
+LSTM action head, in RoboVLMs' vocabulary (the `train_setup` keys keep their names, so a
+RoboVLMs config maps onto this one key by key).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+TINY = "tiny"
+LORA_TARGETS = ("text", "text+vision", "all_linear")
+LOSSES = ("huber", "mse")
+
+
+@dataclass
+class ModelConfig:
+    """What to build and what to train.
+
+    `model` is "tiny" (a small random Kosmos-2 built from the `tiny_*` dims, for CPU runs
+    and tests) or a local directory / hub id loaded with `from_pretrained`.
+    """
+
+    model: str = TINY
+    window_size: int = 8
+    fwd_pred_next_n: int = 10
+    action_dim: int = 2
+
+    # RoboVLMs train_setup
+    lora_enable: bool = True
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    # 0 by default: dropout draws depend on how a batch is split into micro-batches, and
+    # the micro-batch must not change the result.
+    lora_dropout: float = 0.0
+    lora_target: str = "text"  # "text" | "text+vision" | "all_linear"
+    freeze_backbone: bool = True
+    train_vision: bool = False
+    train_text_embedding: bool = False
+
+    # action head
+    head_hidden: int | None = None  # LSTM width; None: the backbone's width, at most 1024
+    head_layers: int = 4  # RoboVLMs' LSTMDecoder depth
+    loss: str = "huber"  # "huber" | "mse"
+    huber_delta: float = 1.0
+
+    # the tiny backbone (ignored for a pretrained one)
+    tiny_hidden: int = 64
+    tiny_layers: int = 2  # per tower
+    tiny_heads: int = 4
+    tiny_image_size: int = 56
+    tiny_patch_size: int = 14
+    tiny_latent_query_num: int = 8  # image tokens per frame (64 in kosmos-2-patch14-224)
+    tiny_max_positions: int = 256
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model == TINY
+
+    @property
+    def is_local(self) -> bool:
+        """A directory on disk: load it offline, never touching the hub."""
+        return not self.is_tiny and Path(self.model).is_dir()
+
+    def validate(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model: expected 'tiny' or a directory / hub id, got {self.model!r}")
+        for key in ("window_size", "fwd_pred_next_n", "action_dim", "lora_r", "head_layers"):
+            _check_positive_int(key, getattr(self, key))
+        if self.head_hidden is not None:
+            _check_positive_int("head_hidden", self.head_hidden)
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha: must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_target not in LORA_TARGETS:
+            raise ValueError(f"lora_target: {self.lora_target!r} not one of {list(LORA_TARGETS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: {self.loss!r} not one of {list(LOSSES)}")
+        if not self.huber_delta > 0:
+            raise ValueError(f"huber_delta: must be > 0, got {self.huber_delta}")
+        for key in ("lora_enable", "freeze_backbone", "train_vision", "train_text_embedding"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}: expected true or false, got {getattr(self, key)!r}")
+        for key in (
+            "tiny_hidden",
+            "tiny_layers",
+            "tiny_heads",
+            "tiny_image_size",
+            "tiny_patch_size",
+            "tiny_latent_query_num",
+            "tiny_max_positions",
+        ):
+            _check_positive_int(key, getattr(self, key))
+        if self.tiny_hidden % self.tiny_heads:
+            raise ValueError(
+                f"tiny_hidden: {self.tiny_hidden} is not divisible by tiny_heads={self.tiny_heads}"
+            )
+        if self.tiny_image_size % self.tiny_patch_size:
+            raise ValueError(
+                f"tiny_image_size: {self.tiny_image_size} is not a multiple of "
+                f"tiny_patch_size={self.tiny_patch_size}"
+            )
+
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) the vision tower takes; the data must be resized to it.
+
+        For a pretrained backbone this reads its config (a file read, no weights).
+        """
+        if self.is_tiny:
+            return (self.tiny_image_size, self.tiny_image_size)
+        from transformers import Kosmos2Config
+
+        try:
+            config = Kosmos2Config.from_pretrained(self.model, local_files_only=self.is_local)
+        except OSError as exc:
+            raise ValueError(f"model: cannot read the config of {self.model!r}: {exc}") from exc
+        size = config.vision_config.image_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], ignore_unknown: bool = True) -> ModelConfig:
+        """Build from a flat trial config; keys that are not model keys are skipped
+        (or refused, with ignore_unknown=False)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown and not ignore_unknown:
+            raise ValueError(f"unknown model config keys: {unknown}")
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()), ignore_unknown=False)
+
+
+def _check_positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
