@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
+import ray
+
+from trainables.mobile_vla.dataset import DataConfig, load_dataset
+from trainables.mobile_vla.demo_data import write_demo_episodes
 
 
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path, monkeypatch):
-    """HF, torch, MLflow, Ray and our decode cache write under this test's tmp_path."""
+    """HF, torch, MLflow, Ray (home files too) and our decode cache write under tmp_path."""
     cache = tmp_path / "cache"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # Ray's ~/.ray/auth_token, MLflow
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.setenv("VLA_TUNE_CACHE", str(cache / "vla-tune"))
     monkeypatch.setenv("HF_HOME", str(cache / "huggingface"))
@@ -16,3 +21,34 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return cache
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo_episodes")
+    write_demo_episodes(folder, 16, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_data(demo_dir, tmp_path_factory):
+    """16 demo episodes at the tiny model's 56x56: 14 train and 2 validation episodes."""
+    cache = tmp_path_factory.mktemp("decode_cache")
+    cfg = DataConfig(data_dir=str(demo_dir), image_size=(56, 56), cache_dir=str(cache))
+    return load_dataset(cfg, progress=False)
+
+
+@pytest.fixture
+def local_ray(tmp_path_factory):
+    """A Ray of our own on loopback, stopped by its handle (never `ray stop`)."""
+    temp = tmp_path_factory.mktemp("ray")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=str(temp),
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()

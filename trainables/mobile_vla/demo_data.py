@@ -30,7 +30,9 @@ plane): a 720x1280 episode draws in about half a second; gzip takes a second or 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -399,6 +401,36 @@ def write_demo_episodes(
         pause = float(rng.uniform(15, 60))
         stamp += timedelta(seconds=int(np.ceil(episode.durations.sum() + pause)))
     return paths
+
+
+DEMO_EPISODES = 100  # ~1,000 training windows: batch 512 then makes one step per epoch
+
+
+def ensure_demo_episodes(
+    episodes: int = DEMO_EPISODES, root: str | Path | None = None, seed: int = 0
+) -> tuple[Path, bool]:
+    """The demo episode folder under the cache, generated once; (folder, was_created).
+
+    Generated into a temporary folder and renamed into place, so an interrupted run
+    never leaves a half-written demo set that later runs would trust.
+    """
+    from trainables.mobile_vla.decode_cache import default_cache_dir
+
+    base = Path(root) if root is not None else default_cache_dir() / "demo_episodes"
+    folder = base / f"seed{seed}_n{episodes}_{DEFAULT_HEIGHT}x{DEFAULT_WIDTH}"
+    if folder.is_dir():
+        return folder, False
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=base, prefix=".partial-") as tmp:
+        write_demo_episodes(tmp, episodes, seed=seed)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first
+            if not folder.is_dir():
+                raise
+        else:
+            os.mkdir(tmp)  # TemporaryDirectory wants something to remove
+    return folder, True
 
 
 class OneLineParser(argparse.ArgumentParser):
