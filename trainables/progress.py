@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -43,7 +43,7 @@ class Progress:
         bar = "#" * filled + "-" * (width - filled)
         return (
             f"{self.label} [{bar}] {self.files}/{self.total} files, "
-            f"{rate:,.0f} frames/s, elapsed {_clock(elapsed)}, left {_clock(left)}"
+            f"{rate:,.0f} frames/s, elapsed {clock(elapsed)}, left {clock(left)}"
         )
 
     def update(self, frames: int) -> None:

@@ -88,7 +88,7 @@ def plan_batches(cfg: TrainConfig, num_train: int) -> BatchPlan:
         micro_batch_size=micro,
         accumulation=cfg.batch_size // micro,
         steps_per_epoch=steps,
-        warmup_steps=round(cfg.warmup_ratio * steps),
+        warmup_steps=int(cfg.warmup_ratio * steps + 0.5),  # half up, not to even
         total_steps=steps * cfg.max_epochs,
     )
 

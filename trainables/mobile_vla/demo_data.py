@@ -403,7 +403,7 @@ def write_demo_episodes(
     return paths
 
 
-DEMO_EPISODES = 100  # ~1,000 training windows: batch 512 then makes one step per epoch
+DEMO_EPISODES = 64  # ~630 training windows: batch 512 still fits (one step per epoch)
 
 
 def ensure_demo_episodes(

@@ -244,6 +244,7 @@ def train(
                 data.action_bound,
             )
         metrics["peak_mem_mb"] = peak_memory_mb(trainer.device)
+        metrics["derived"] = derived  # constant per trial: the tuner logs them as params
         with tempfile.TemporaryDirectory(prefix="vla-ckpt-") as tmp:
             save_checkpoint(Path(tmp), policy, trainer, epoch, config)
             report(metrics, tmp)

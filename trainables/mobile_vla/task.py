@@ -1,0 +1,59 @@
+"""The Mobile VLA policy as a tuner task."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from trainables.config import keys_of
+from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
+from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
+from trainables.mobile_vla.demo_data import ensure_demo_episodes
+from trainables.mobile_vla.robovlms_config import to_robovlms
+from trainables.mobile_vla.trainable import RunOptions, parse_config, train
+from trainables.task import Task
+from trainables.training import TrainConfig, plan_batches
+
+
+def check_config(flat: dict[str, Any]) -> None:
+    parse_config(flat)
+
+
+def load_data(flat: dict[str, Any]) -> MobileVLAData:
+    return load_dataset(parse_config(flat).data)
+
+
+def plan(flat: dict[str, Any], data: MobileVLAData) -> dict[str, Any]:
+    return dataclasses.asdict(plan_batches(parse_config(flat).train, len(data.train)))
+
+
+def summary(data: MobileVLAData) -> str:
+    line = (
+        f"{data.num_episodes} episodes, {len(data.images)} frames at "
+        f"{data.images.shape[1]}x{data.images.shape[2]}, {len(data.train)} training and "
+        f"{len(data.val)} validation windows"
+    )
+    if data.skipped:
+        line += f" ({len(data.skipped)} bad files skipped)"
+    return line
+
+
+def demo_data(flat: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    folder, created = ensure_demo_episodes()
+    verb = "generated" if created else "using"
+    return {**flat, "data_dir": str(folder)}, f"{verb} demo episodes in {folder}"
+
+
+TASK = Task(
+    name="mobile_vla",
+    train=train,
+    check_config=check_config,
+    load_data=load_data,
+    plan=plan,
+    summary=summary,
+    demo_data=demo_data,
+    export_config=to_robovlms,
+    keys=keys_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
+    data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
+    cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},
+)

@@ -1,0 +1,51 @@
+"""What the tuner needs to know about a trainable, in one small record per task.
+
+The tuner never imports a task's internals: it checks configs, loads data once, plans
+batches and runs trials through these functions only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Task name -> module that defines TASK. Imported lazily: a task's imports are heavy.
+TASK_MODULES = {
+    "mobile_vla": "trainables.mobile_vla.task",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    # train(config, report, data=None, checkpoint_dir=None): runs one trial
+    train: Callable[..., Any]
+    # check_config(flat) -> None: raises trainables.config.ConfigError naming the key
+    check_config: Callable[[dict[str, Any]], None]
+    # load_data(flat) -> data shared by all trials (plain arrays: object-store friendly)
+    load_data: Callable[[dict[str, Any]], Any]
+    # plan(flat, data) -> derived values (micro-batch, accumulation, steps per epoch);
+    # raises trainables.training.TrainingError for a configuration that cannot train
+    plan: Callable[[dict[str, Any], Any], dict[str, Any]]
+    # summary(data) -> one line describing the data (printed at sweep start)
+    summary: Callable[[Any], str]
+    # demo_data(flat) -> (flat with the demo data filled in, message); used when the user
+    # names no data
+    demo_data: Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
+    # export_config(flat) -> the configuration in the task's reference format (JSON-able)
+    export_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # keys a trial config may hold (for validating space files and --set)
+    keys: list[str] = field(default_factory=list)
+    # keys whose value changes the loaded data: if a space searches one of them, each
+    # trial loads its own data instead of sharing one copy
+    data_keys: frozenset[str] = frozenset()
+    # CLI option -> config key (e.g. --data-dir -> data_dir)
+    cli_keys: dict[str, str] = field(default_factory=dict)
+
+
+def get_task(name: str) -> Task:
+    if name not in TASK_MODULES:
+        raise KeyError(f"unknown trainable '{name}' (known: {', '.join(sorted(TASK_MODULES))})")
+    return importlib.import_module(TASK_MODULES[name]).TASK

@@ -1,0 +1,68 @@
+"""Export a sweep's best trial: `python -m tuner.export [--name NAME]`.
+
+Writes OUT/config.json (the best configuration in the trainable's reference format; for
+mobile_vla a RoboVLMs-style config with its train_setup block), OUT/trial_config.json
+(the flat trial config) and copies the checkpoint's adapter (PEFT format) and head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tuner.storage import Storage
+from tuner.summary import BEST_FILE
+
+COPIED = ("adapter", "policy_head.safetensors", "model_config.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuner.export", description=__doc__)
+    parser.add_argument("--name", help="sweep name (default: the most recent sweep)")
+    parser.add_argument("--storage-path", default="ray_results")
+    parser.add_argument("--out", help="output folder (default exported/<sweep name>)")
+    args = parser.parse_args(argv)
+
+    storage = Storage(args.storage_path, args.name)
+    try:
+        if not args.name:
+            storage = storage.latest()
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    best = storage.read_json(BEST_FILE)
+    if best is None:
+        print(
+            f"error: {storage.experiment_uri}: no {BEST_FILE} (did the sweep finish?)",
+            file=sys.stderr,
+        )
+        return 2
+
+    from trainables.task import get_task
+
+    task = get_task(best["trainable"])
+    out = Path(args.out or Path("exported") / storage.name)
+    out.mkdir(parents=True, exist_ok=True)
+    config = task.export_config(best["config"]) if task.export_config else best["config"]
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    (out / "trial_config.json").write_text(json.dumps(best["config"], indent=2, default=str) + "\n")
+    checkpoint = Path(best["checkpoint"]) if best.get("checkpoint") else None
+    if checkpoint is None or not checkpoint.is_dir():
+        print(f"error: checkpoint {best.get('checkpoint')} is not a local folder", file=sys.stderr)
+        return 2
+    for name in COPIED:
+        source = checkpoint / name
+        if source.is_dir():
+            shutil.copytree(source, out / name, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, out / name)
+    print(f"best trial {best['trial']}: {best['metric']} {best['value']:.4f}")
+    print(f"exported to {out}: config.json, trial_config.json, {', '.join(COPIED)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

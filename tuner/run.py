@@ -1,0 +1,459 @@
+"""Run a hyperparameter sweep: `python -m tuner.run --space grid_robovlms`.
+
+With no other argument it runs for real on a bare CPU machine: a tiny Kosmos-2 built from
+a config, demo episodes generated once in the real HDF5 format, a local Ray on loopback
+and MLflow in ./mlruns/mlflow.db. With arguments the same code trains the real model on
+your episodes, on GPUs, on a cluster (RAY_ADDRESS or --address).
+
+Everything is checked before the first trial starts (space, --set keys and values, data,
+batch plans, MLflow); bad input is one line and exit 2. Exit 1 when trials failed.
+An interrupted sweep continues with `--resume` (the latest sweep of the space, or --name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.experiment import candidate_configs, describe_config
+from tuner.spaces import Space, SpaceError, check_keys, load_space
+from tuner.storage import Storage
+
+DEMO_MAX_EPOCHS = 3  # the no-argument demo sweep: 36 trials in minutes on a 2-core CPU
+STATE_FILE = "vla_tune.json"
+
+
+class BadInput(Exception):
+    """Input that cannot run; printed as one line, exit status 2."""
+
+
+@dataclass
+class SweepOptions:
+    """Everything that defines a sweep; saved beside it so --resume needs no re-typing."""
+
+    space: str = "grid_robovlms"
+    data_dir: str | None = None
+    pattern: str | None = None
+    model: str | None = None
+    max_epochs: int | None = None
+    search: str | None = None
+    num_samples: int | None = None
+    scheduler: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    storage_path: str = "ray_results"
+    mlflow_uri: str | None = None
+    experiment: str = "vla-tune"
+    name: str | None = None
+    address: str | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+    sweep_id: str = ""
+
+
+@dataclass
+class Prepared:
+    """A sweep checked end to end, ready to run."""
+
+    options: SweepOptions
+    space: Space
+    task: Any
+    search: str
+    scheduler: str
+    base: dict[str, Any]
+    searched: list[str]
+    candidates: list[dict[str, Any]]
+    plans: list[dict[str, Any]]
+    data: Any
+    share_data: bool
+    max_t: int
+    notes: list[str]
+    warnings: list[str]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tuner.run",
+        description=__doc__.split("\n\n")[0],
+        epilog="Example: python -m tuner.run --space grid_robovlms --data-dir /data/mobile_vla "
+        "--model /models/kosmos-2-patch14-224 --gpus-per-trial 0.5",
+    )
+    p.add_argument("--space", default="grid_robovlms", help="space name or YAML path")
+    p.add_argument("--data-dir", help="episode folder (default: demo episodes)")
+    p.add_argument("--pattern", help="glob inside --data-dir (default episode_*.h5)")
+    p.add_argument("--model", help="'tiny' (default) or a local Kosmos-2 directory / hub id")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial (ASHA's max_t)")
+    p.add_argument("--search", choices=["grid", "random", "optuna"], help="override the space")
+    p.add_argument("--num-samples", type=int, help="trials for random/optuna (grid: repeats)")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], help="fifo: every trial runs fully")
+    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU (default: 1 if any)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial; torch threads follow")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--storage-path", default="ray_results", help="local dir, NFS or s3://")
+    p.add_argument("--mlflow-uri", help="default sqlite:///./mlruns/mlflow.db")
+    p.add_argument("--experiment", default="vla-tune", help="MLflow experiment name")
+    p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> SweepOptions:
+    from trainables.config import ConfigError, parse_assignments
+
+    try:
+        sets = parse_assignments(args.sets)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SweepOptions)}
+    values["sets"] = sets
+    values = {k: v for k, v in values.items() if v is not None}
+    for key in ("max_epochs", "num_samples", "max_concurrent"):
+        if key in values and values[key] < 1:
+            raise BadInput(f"--{key.replace('_', '-')} must be >= 1, got {values[key]}")
+    for key in ("gpus_per_trial", "cpus_per_trial"):
+        if key in values and values[key] < 0:
+            raise BadInput(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
+    return SweepOptions(**values)
+
+
+def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
+    """Check everything a sweep needs, in the order that fails fastest."""
+    from trainables.config import ConfigError
+    from trainables.task import get_task
+    from trainables.training import TrainingError
+
+    try:
+        space = load_space(opts.space)
+    except SpaceError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        task = get_task(space.trainable)
+    except KeyError as exc:
+        raise BadInput(f"{space.path}: trainable: {exc.args[0]}") from None
+    try:
+        check_keys(space, task.keys)
+    except SpaceError as exc:
+        raise BadInput(str(exc)) from None
+    for key in opts.sets:
+        if key not in task.keys:
+            raise BadInput(f"--set {key}: not a config key of '{space.trainable}'")
+
+    search = opts.search or space.search
+    if search == "grid" and any(d.kind != "values" for d in space.params.values()):
+        raise BadInput(f"{space.path}: search grid needs lists of values for every param")
+    if opts.num_samples:
+        space = dataclasses.replace(space, num_samples=opts.num_samples)
+    scheduler = opts.scheduler or space.scheduler.type
+
+    notes: list[str] = []
+    base = {**space.fixed, **opts.sets}
+    for option, key in task.cli_keys.items():
+        if getattr(opts, option) is not None:
+            base[key] = getattr(opts, option)
+    demo = "data_dir" in task.cli_keys and task.cli_keys["data_dir"] not in base
+    if opts.max_epochs:
+        base["max_epochs"] = opts.max_epochs
+    elif demo and "max_epochs" not in opts.sets:
+        base["max_epochs"] = DEMO_MAX_EPOCHS
+        notes.append(f"demo data: {DEMO_MAX_EPOCHS} epochs per trial (--max-epochs to change)")
+    max_epochs = int(base.get("max_epochs", 1))
+    max_t = min(space.scheduler.max_t or max_epochs, max_epochs)
+
+    searched = list(space.params)
+    try:
+        if demo:
+            # Check keys before generating anything.
+            task.check_config({**candidate_configs(space, search, base)[0], "data_dir": "demo"})
+            base, message = task.demo_data(base)
+            notes.append(message)
+        candidates = candidate_configs(space, search, base)
+        for config in candidates:
+            task.check_config(config)
+    except ConfigError as exc:
+        raise BadInput(f"{opts.space}: {exc}") from None
+
+    share_data = not (set(searched) & task.data_keys)
+    data, plans, warnings = None, [], []
+    if load_data:
+        from trainables.mobile_vla.dataset import DataError
+
+        try:
+            data = task.load_data(candidates[0])
+        except (DataError, ConfigError) as exc:
+            raise BadInput(str(exc)) from None
+        for config in candidates:
+            try:
+                plans.append(task.plan(config, data))
+            except TrainingError as exc:
+                raise BadInput(f"{describe_config(config, searched)}: {exc}") from None
+        single = [
+            describe_config(c, searched)
+            for c, p in zip(candidates, plans, strict=True)
+            if p["steps_per_epoch"] == 1
+        ]
+        if single:
+            warnings.append(
+                f"{len(single)} configurations make only one optimizer step per epoch "
+                f"(batch_size close to the training windows): {'; '.join(single)}"
+            )
+    return Prepared(
+        options=opts,
+        space=space,
+        task=task,
+        search=search,
+        scheduler=scheduler,
+        base=base,
+        searched=searched,
+        candidates=candidates,
+        plans=plans,
+        data=data,
+        share_data=share_data,
+        max_t=max_t,
+        notes=notes,
+        warnings=warnings,
+    )
+
+
+def sweep_name(opts: SweepOptions) -> str:
+    return opts.name or f"{Path(opts.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
+    opts, space = prep.options, prep.space
+    s = space.scheduler
+    sched = (
+        f"asha (max_t {prep.max_t}, grace {min(s.grace_period, prep.max_t)}, "
+        f"reduction {s.reduction_factor:g})"
+        if prep.scheduler == "asha"
+        else "fifo (full budget)"
+    )
+    model = prep.base.get("model", "tiny")
+    shown = ("data_dir", "data_path", "pattern", "model", "max_epochs")
+    fixed = {k: v for k, v in prep.base.items() if k not in shown}
+    lines = [
+        f"vla-tune sweep {storage.name}",
+        f"  space      {space.name} ({space.path}): {space.num_trials()} trials, "
+        f"{prep.search}, {sched}",
+        f"  metric     {space.metric} ({space.mode})",
+        f"  trainable  {space.trainable}",
+        f"  model      {model}"
+        + (" (random weights, built from a config)" if model == "tiny" else ""),
+        f"  data       {prep.base.get('data_dir', prep.base.get('data_path', '-'))}"
+        + (f"  pattern {prep.base['pattern']}" if "pattern" in prep.base else ""),
+    ]
+    if prep.data is not None:
+        lines.append(f"             {prep.task.summary(prep.data)}")
+    lines += [
+        f"  epochs     {prep.base.get('max_epochs')} per trial",
+        f"  fixed      {', '.join(f'{k}={v}' for k, v in sorted(fixed.items()))}",
+        f"  results    {storage.experiment_uri}",
+        f"  mlflow     {mlflow_uri} (experiment '{opts.experiment}')",
+    ]
+    lines += [f"  note       {n}" for n in prep.notes]
+    print("\n".join(lines), flush=True)
+    for warning in prep.warnings:
+        print(f"warning: {warning}", flush=True)
+
+
+def print_dry_run(prep: Prepared) -> None:
+    if prep.search == "grid":
+        print(f"{len(prep.candidates)} trials:")
+    else:
+        print(
+            f"{prep.space.num_trials()} trials sampled by {prep.search}; checked the bounds "
+            f"and choices of each parameter:"
+        )
+    for config, plan in zip(prep.candidates, prep.plans, strict=True):
+        print(
+            f"  {describe_config(config, prep.searched):<40} "
+            f"micro-batch {plan['micro_batch_size']:>3} x accumulation {plan['accumulation']:>3}, "
+            f"{plan['steps_per_epoch']} steps/epoch,"
+            f" warmup {plan['warmup_steps']} steps"
+        )
+
+
+def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
+    """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
+    # Ray's older console output honours verbose=0; the live view replaces its tables.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    from trainables.tune_function import tune_function
+    from tuner import experiment, summary
+    from tuner.live import LiveView
+    from tuner.tracking import MLflowTrialCallback, SweepTracker
+
+    opts = prep.options
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no migration chatter
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        gpu = opts.gpus_per_trial if opts.gpus_per_trial is not None else (1 if gpus else 0)
+        cpu = opts.cpus_per_trial or 1
+        base = {**prep.base}
+        base.setdefault("torch_threads", max(1, int(cpu)))
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                tune_function(prep.task.train), data=prep.data if prep.share_data else None
+            ),
+            {"cpu": cpu, "gpu": gpu},
+        )
+        tracking = {
+            "uri": mlflow_uri,
+            "experiment": opts.experiment,
+            "sweep_id": opts.sweep_id,
+            "artifact_root": storage.mlflow_artifact_root(mlflow_uri),
+        }
+        tracker = SweepTracker(**tracking)
+        parent_id = tracker.start_parent(
+            storage.name,
+            params={
+                "space": prep.space.name,
+                "search": prep.search,
+                "scheduler": prep.scheduler,
+                "max_t": prep.max_t,
+                "num_trials": prep.space.num_trials(),
+                **{f"fixed.{k}": v for k, v in base.items()},
+            },
+            tags={"vla_tune.experiment_dir": storage.experiment_uri},
+        )
+        name_fn, dirname_fn = experiment.name_functions(prep.searched)
+        if resume:
+            tuner = tune.Tuner.restore(
+                storage.experiment_uri,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                storage_filesystem=storage.filesystem,
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=experiment.param_space(prep.space, prep.search, base),
+                tune_config=tune.TuneConfig(
+                    metric=prep.space.metric,
+                    mode=prep.space.mode,
+                    num_samples=prep.space.num_samples,
+                    search_alg=experiment.searcher(
+                        prep.search,
+                        prep.space.metric,
+                        prep.space.mode,
+                        opts.max_concurrent,
+                        int(base.get("seed", 0)),
+                    ),
+                    scheduler=experiment.scheduler(prep.scheduler, prep.space, prep.max_t),
+                    max_concurrent_trials=opts.max_concurrent,
+                    reuse_actors=True,
+                    trial_name_creator=name_fn,
+                    trial_dirname_creator=dirname_fn,
+                ),
+                run_config=tune.RunConfig(
+                    name=storage.name,
+                    storage_path=storage.root_uri,
+                    storage_filesystem=storage.filesystem,
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=[
+                        MLflowTrialCallback(
+                            tracking, prep.space.metric, prep.max_t, name_fn, prep.searched
+                        ),
+                        LiveView(
+                            prep.space.metric,
+                            prep.space.mode,
+                            prep.space.num_trials(),
+                            prep.max_t,
+                            name_fn,
+                        ),
+                    ],
+                    verbose=0,
+                    log_to_file=True,
+                ),
+            )
+        results = tuner.fit()
+        return summary.finish(prep, storage, tracker, parent_id, results, mlflow_uri)
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        opts = options_from_args(args)
+        storage = Storage(opts.storage_path, opts.name)
+        if args.resume:
+            if not opts.name:
+                try:
+                    storage = storage.latest(Path(opts.space).stem)
+                except LookupError as exc:
+                    raise BadInput(str(exc)) from None
+            saved = storage.read_json(STATE_FILE)
+            if saved is None:
+                raise BadInput(
+                    f"{storage.experiment_uri}: no sweep to resume ({STATE_FILE} missing)"
+                )
+            opts = SweepOptions(**{**saved, "address": opts.address})
+        else:
+            storage = Storage(opts.storage_path, sweep_name(opts))
+            opts.name = storage.name
+            opts.sweep_id = uuid.uuid4().hex[:12]
+        mlflow_uri = opts.mlflow_uri or _default_mlflow_uri()
+        opts.mlflow_uri = mlflow_uri
+        prep = prepare(opts)
+        from tuner.tracking import TrackingError, check_reachable
+
+        try:
+            check_reachable(mlflow_uri)
+        except TrackingError as exc:
+            raise BadInput(str(exc)) from None
+        if not args.resume and storage.exists():
+            raise BadInput(f"{storage.experiment_uri}: a sweep of that name exists (--resume?)")
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    print_header(prep, storage, mlflow_uri)
+    if args.dry_run:
+        print_dry_run(prep)
+        return 0
+    if not args.resume:
+        storage.write_json(STATE_FILE, dataclasses.asdict(opts))
+    try:
+        return run(prep, storage, mlflow_uri, resume=args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: continue with  python -m tuner.run --resume --name {storage.name}"
+            f" --storage-path {opts.storage_path}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _default_mlflow_uri() -> str:
+    from tuner.tracking import default_uri
+
+    return default_uri(Path.cwd())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""After the sweep: the table, the best trial, artifacts in MLflow, best.json for export."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tuner import report
+from tuner.tracking import TRIAL_TAG
+
+BEST_FILE = "best.json"
+
+
+def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, uri: str) -> int:
+    space = prep.space
+    rows = report.sort_rows(
+        report.rows_from_results(results, space.metric, prep.searched, prep.max_t), space.mode
+    )
+    failed = [r for r in rows if r.status == "failed"]
+    unfinished = unfinished_trials(storage)
+    print()
+    print(report.table(rows, space.metric, prep.searched))
+
+    best = next((r for r in rows if r.status != "failed" and not math.isnan(r.value)), None)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        report.write_csv(rows, space.metric, prep.searched, out / "results.csv")
+        report.plot_learning_curves(rows, space.metric, out / "learning_curves.png")
+        report.plot_parallel_coordinates(
+            rows, space.metric, space.mode, prep.searched, out / "parallel_coordinates.png"
+        )
+        for name in ("results.csv", "learning_curves.png", "parallel_coordinates.png"):
+            tracker.log_artifacts(parent_id, out / name)
+        if best is not None:
+            best_info = best_record(best, space, tracker, uri)
+            tracker.log_json(parent_id, best_info, "best_config.json")
+            if best_info["mlflow_run_id"]:
+                tracker.client.set_tag(best_info["mlflow_run_id"], "vla_tune.best", "true")
+                if best.checkpoint and Path(best.checkpoint).is_dir():
+                    tracker.log_artifacts(
+                        best_info["mlflow_run_id"], Path(best.checkpoint) / "adapter", "adapter"
+                    )
+                tracker.log_json(best_info["mlflow_run_id"], best.config, "trial_config.json")
+            storage.write_json(BEST_FILE, best_info)
+    status = "FAILED" if failed else ("KILLED" if unfinished else "FINISHED")
+    tracker.finish_parent(status)
+
+    print()
+    if best is not None:
+        print(f"best {space.metric} {best.value:.4f}: {best.name}")
+        print(f"  config   {json.dumps({k: best.config[k] for k in prep.searched})}")
+        if best.checkpoint:
+            print(f"  adapter  {best.checkpoint}/adapter")
+    early = sum(r.status.startswith("asha") for r in rows)
+    print(
+        f"{len(rows)} trials: {len(rows) - early - len(failed)} completed, "
+        f"{early} stopped early by ASHA, {len(failed)} failed"
+    )
+    print(f"compare them:  mlflow ui --backend-store-uri {uri}")
+    print(f"export best:   python -m tuner.export --name {storage.name}")
+    if unfinished:
+        print(f"{unfinished} trials unfinished: python -m tuner.run --resume --name {storage.name}")
+        return 130
+    return 1 if failed else 0
+
+
+def best_record(best: Any, space: Any, tracker: Any, uri: str) -> dict[str, Any]:
+    run_id = tracker._find({TRIAL_TAG: best.trial_id}) if best.trial_id else None
+    return {
+        "trial": best.name,
+        "trial_id": best.trial_id,
+        "metric": space.metric,
+        "mode": space.mode,
+        "value": best.value,
+        "epochs": best.epochs,
+        "config": best.config,
+        "checkpoint": best.checkpoint,
+        "mlflow_uri": uri,
+        "mlflow_run_id": run_id,
+        "space": space.name,
+        "trainable": space.trainable,
+    }
+
+
+def unfinished_trials(storage: Any) -> int:
+    """Trials neither terminated nor errored (Ctrl-C, a stopped driver)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(storage.experiment_uri)
+    except Exception:  # noqa: BLE001 - no state written yet: nothing unfinished to report
+        return 0
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials)
