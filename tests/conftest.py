@@ -10,7 +10,7 @@ from trainables.mobile_vla.demo_data import write_demo_episodes
 
 
 @pytest.fixture(autouse=True)
-def isolated_caches(tmp_path, monkeypatch):
+def isolated_caches(tmp_path, tmp_path_factory, monkeypatch):
     """HF, torch, MLflow, Ray (home files too) and our decode cache write under tmp_path."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # Ray's ~/.ray/auth_token, MLflow
@@ -19,6 +19,8 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(cache / "huggingface"))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Ray's session folder: short, for its unix sockets' 107-character limit.
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path_factory.mktemp("r")))
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return cache
 

@@ -167,9 +167,6 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     elif demo and "max_epochs" not in opts.sets:
         base["max_epochs"] = DEMO_MAX_EPOCHS
         notes.append(f"demo data: {DEMO_MAX_EPOCHS} epochs per trial (--max-epochs to change)")
-    max_epochs = int(base.get("max_epochs", 1))
-    max_t = min(space.scheduler.max_t or max_epochs, max_epochs)
-
     searched = list(space.params)
     try:
         if demo:
@@ -183,6 +180,8 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     except ConfigError as exc:
         raise BadInput(f"{opts.space}: {exc}") from None
 
+    max_epochs = int(candidates[0].get("max_epochs", 1))  # checked above
+    max_t = min(space.scheduler.max_t or max_epochs, max_epochs)
     share_data = not (set(searched) & task.data_keys)
     data, plans, warnings = None, [], []
     if load_data:
@@ -283,6 +282,28 @@ def print_dry_run(prep: Prepared) -> None:
         )
 
 
+def start_ray(address: str | None) -> None:
+    """Join a cluster (--address / RAY_ADDRESS, as under `ray job submit`), else start a
+    local Ray whose every service listens on loopback only."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    # Ray binds its servers to the node IP, and on Linux resolves even an explicit
+    # 127.0.0.1 to the machine's address; its macOS/Windows mode keeps the node on
+    # loopback. Set for this process (already imported constants) and its children.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
 def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
     # Ray's older console output honours verbose=0; the live view replaces its tables.
@@ -297,16 +318,7 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
 
     opts = prep.options
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no migration chatter
-    address = opts.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    start_ray(opts.address)
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         gpu = opts.gpus_per_trial if opts.gpus_per_trial is not None else (1 if gpus else 0)
@@ -419,13 +431,13 @@ def main(argv: list[str] | None = None) -> int:
             opts.sweep_id = uuid.uuid4().hex[:12]
         mlflow_uri = opts.mlflow_uri or _default_mlflow_uri()
         opts.mlflow_uri = mlflow_uri
-        prep = prepare(opts)
         from tuner.tracking import TrackingError, check_reachable
 
         try:
-            check_reachable(mlflow_uri)
+            check_reachable(mlflow_uri)  # cheap: before minutes of loading data
         except TrackingError as exc:
             raise BadInput(str(exc)) from None
+        prep = prepare(opts)
         if not args.resume and storage.exists():
             raise BadInput(f"{storage.experiment_uri}: a sweep of that name exists (--resume?)")
     except BadInput as exc:

@@ -72,6 +72,9 @@ class DataError(ValueError):
 
     def __init__(self, message: str, errors: list[EpisodeError] | None = None):
         self.errors = errors or []
+        if len(self.errors) == 1:  # one bad file: its own line says it all
+            super().__init__(str(self.errors[0]))
+            return
         lines = [message] + [f"  {e}" for e in self.errors]
         super().__init__("\n".join(lines))
 

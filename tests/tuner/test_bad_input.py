@@ -1,0 +1,115 @@
+"""Every bad input is one line naming the file or key, exit 2, before any trial starts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.tuner.conftest import SMALL_GRID
+from tuner.run import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_main(capsys, argv):
+    code = main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    # Decoding progress may come first; the error is the one line that follows it.
+    errors = [line for line in lines if not line.startswith("decoding episodes")]
+    assert len(errors) == 1, lines
+    return code, errors[0]
+
+
+def test_unknown_space(capsys, sweep_args):
+    code, err = run_main(capsys, sweep_args("nope"))
+    assert code == 2 and err.startswith("error: unknown space 'nope'")
+
+
+def test_malformed_space_file(capsys, sweep_args, write_space):
+    path = write_space("trainable: mobile_vla\nmetric: val_loss\nparams: {learning_rate: 3}\n")
+    code, err = run_main(capsys, sweep_args(path))
+    assert code == 2
+    assert err.startswith(f"error: {path}: params.learning_rate: expected a list of values")
+
+
+@pytest.mark.parametrize(
+    "assignment,message",
+    [
+        ("lerning_rate=1", "--set lerning_rate: not a config key of 'mobile_vla'"),
+        ("lora_target=everything", "lora_target: 'everything' not one of"),
+        ("warmup_ratio=-1", "warmup_ratio must be >= 0, got -1.0"),
+        ("max_epochs=two", "max_epochs: expected int, got 'two'"),
+        ("noequals", "--set expects key=value, got 'noequals'"),
+    ],
+)
+def test_bad_set_key_or_value(capsys, sweep_args, write_space, assignment, message):
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), "--set", assignment))
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_missing_data_dir_and_no_matching_episodes(capsys, sweep_args, write_space, tmp_path):
+    space = write_space(SMALL_GRID)
+    args = sweep_args(space)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "nowhere")
+    code, err = run_main(capsys, args)
+    assert code == 2 and err == f"error: {tmp_path / 'nowhere'}: data directory does not exist"
+
+    code, err = run_main(capsys, sweep_args(space, "--pattern", "episode_1999*.h5"))
+    assert code == 2 and err.endswith("no episode files match 'episode_1999*.h5'")
+
+
+def test_corrupt_episode_is_named(capsys, sweep_args, write_space, demo_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    broken = sorted(data.glob("*.h5"))[3]
+    broken.write_bytes(b"garbage")
+    args = sweep_args(write_space(SMALL_GRID))
+    args[args.index("--data-dir") + 1] = str(data)
+    code, err = run_main(capsys, args)
+    assert code == 2 and f"{broken}: not an HDF5 file" in err
+    assert not (tmp_path / "results").exists()  # nothing started
+
+
+def test_zero_steps_per_epoch_names_the_configuration(capsys, sweep_args):
+    # 16 demo episodes give far fewer than 256 training windows.
+    code, err = run_main(capsys, sweep_args("grid_robovlms"))
+    assert code == 2
+    assert err.startswith("error: lr=1e-04,wd=0,bs=256,wu=0.25: batch_size 256 exceeds the ")
+    assert err.endswith("zero optimizer steps per epoch")
+
+
+def test_unreachable_mlflow_server(capsys, sweep_args, write_space):
+    port = free_port()
+    args = sweep_args(write_space(SMALL_GRID))
+    args[args.index("--mlflow-uri") + 1] = f"http://127.0.0.1:{port}"
+    code, err = run_main(capsys, args)
+    assert code == 2 and err.startswith(
+        f"error: MLflow server http://127.0.0.1:{port} is unreachable"
+    )
+
+
+def test_bad_input_from_the_real_cli_has_no_traceback(sweep_args, write_space):
+    run = subprocess.run(
+        [sys.executable, "-m", "tuner.run", *sweep_args(write_space(SMALL_GRID), "--set", "x=1")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip() == "error: --set x: not a config key of 'mobile_vla'"
+
+
+def test_dry_run_prints_plans_and_starts_nothing(capsys, sweep_args, write_space, tmp_path):
+    assert main(sweep_args(write_space(SMALL_GRID), "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "4 trials:" in out
+    assert "lr=0.003,wd=0" in out and "micro-batch  32 x accumulation   1" in out
+    assert not (tmp_path / "results").exists()
