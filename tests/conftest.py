@@ -9,18 +9,24 @@ from trainables.mobile_vla.dataset import DataConfig, load_dataset
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
 
+@pytest.fixture(scope="session")
+def ray_tmpdir(tmp_path_factory) -> str:
+    """Ray's session folder: short (unix sockets allow 107 characters) and one per test
+    session (a process that started Ray once looks for later sessions in the same place)."""
+    return str(tmp_path_factory.mktemp("r"))
+
+
 @pytest.fixture(autouse=True)
-def isolated_caches(tmp_path, tmp_path_factory, monkeypatch):
+def isolated_caches(tmp_path, ray_tmpdir, monkeypatch):
     """HF, torch, MLflow, Ray (home files too) and our decode cache write under tmp_path."""
     cache = tmp_path / "cache"
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # Ray's ~/.ray/auth_token, MLflow
+    monkeypatch.setenv("HOME", ray_tmpdir)  # Ray's ~/.ray/auth_token: one per process
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.setenv("VLA_TUNE_CACHE", str(cache / "vla-tune"))
     monkeypatch.setenv("HF_HOME", str(cache / "huggingface"))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # Ray's session folder: short, for its unix sockets' 107-character limit.
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path_factory.mktemp("r")))
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmpdir)
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return cache
 
@@ -41,16 +47,11 @@ def demo_data(demo_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def local_ray(tmp_path_factory):
-    """A Ray of our own on loopback, stopped by its handle (never `ray stop`)."""
-    temp = tmp_path_factory.mktemp("ray")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=str(temp),
-        configure_logging=False,
-        log_to_driver=False,
-    )
+def local_ray(monkeypatch):
+    """The tuner's own local Ray (loopback only), stopped by its handle, never `ray stop`."""
+    from tuner.run import start_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    start_ray(None)
     yield
     ray.shutdown()

@@ -69,7 +69,7 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
         history = client.get_metric_history(child.info.run_id, "val_loss")
         steps = [m.step for m in history]
         epochs = (
-            3
+            2
             if child.data.tags["vla_tune.stopped"] == "completed"
             else int(child.data.tags["vla_tune.stopped"].rsplit(" ", 1)[-1])
         )
