@@ -14,6 +14,7 @@ from typing import Any
 # Task name -> module that defines TASK. Imported lazily: a task's imports are heavy.
 TASK_MODULES = {
     "mobile_vla": "trainables.mobile_vla.task",
+    "robot_code": "trainables.robot_code.task",
 }
 
 
@@ -36,6 +37,8 @@ class Task:
     demo_data: Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
     # export_config(flat) -> the configuration in the task's reference format (JSON-able)
     export_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # exceptions load_data raises for bad input (reported as one line, exit 2)
+    data_errors: tuple[type[Exception], ...] = ()
     # keys a trial config may hold (for validating space files and --set)
     keys: list[str] = field(default_factory=list)
     # keys whose value changes the loaded data: if a space searches one of them, each

@@ -81,7 +81,7 @@ def plan_batches(cfg: TrainConfig, num_train: int) -> BatchPlan:
     steps = num_train // cfg.batch_size
     if steps == 0:
         raise TrainingError(
-            f"batch_size {cfg.batch_size} exceeds the {num_train} training windows: "
+            f"batch_size {cfg.batch_size} exceeds the {num_train} training samples: "
             "zero optimizer steps per epoch"
         )
     return BatchPlan(

@@ -87,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model /models/kosmos-2-patch14-224 --gpus-per-trial 0.5",
     )
     p.add_argument("--space", default="grid_robovlms", help="space name or YAML path")
-    p.add_argument("--data-dir", help="episode folder (default: demo episodes)")
+    p.add_argument(
+        "--data-dir",
+        help="the task's data: episode folder, or records file for robot_code (default: demo data)",
+    )
     p.add_argument("--pattern", help="glob inside --data-dir (default episode_*.h5)")
     p.add_argument("--model", help="'tiny' (default) or a local Kosmos-2 directory / hub id")
     p.add_argument("--max-epochs", type=int, help="epochs per trial (ASHA's max_t)")
@@ -171,7 +174,8 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     try:
         if demo:
             # Check keys before generating anything.
-            task.check_config({**candidate_configs(space, search, base)[0], "data_dir": "demo"})
+            data_key = task.cli_keys["data_dir"]
+            task.check_config({**candidate_configs(space, search, base)[0], data_key: "demo"})
             base, message = task.demo_data(base)
             notes.append(message)
         candidates = candidate_configs(space, search, base)
@@ -185,11 +189,9 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     share_data = not (set(searched) & task.data_keys)
     data, plans, warnings = None, [], []
     if load_data:
-        from trainables.mobile_vla.dataset import DataError
-
         try:
             data = task.load_data(candidates[0])
-        except (DataError, ConfigError) as exc:
+        except (*task.data_errors, ConfigError) as exc:
             raise BadInput(str(exc)) from None
         for config in candidates:
             try:

@@ -34,7 +34,7 @@ def test_plan_splits_batch_into_micro_batches():
 
 
 def test_plan_refuses_impossible_batches():
-    with pytest.raises(TrainingError, match="batch_size 512 exceeds the 400 training windows"):
+    with pytest.raises(TrainingError, match="batch_size 512 exceeds the 400 training samples"):
         plan_batches(TrainConfig(batch_size=512), num_train=400)
     with pytest.raises(TrainingError, match="not a multiple of micro_batch_size 3"):
         plan_batches(TrainConfig(batch_size=8, micro_batch_size=3), num_train=100)

@@ -189,3 +189,37 @@ def test_resume_after_the_driver_is_killed(sweep_args, write_space, tmp_path):
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
         assert steps == sorted(set(steps)) and steps[0] == 1, (child.info.run_name, steps)
         assert steps == list(range(1, len(steps) + 1))  # no gaps
+
+
+ROBOT_CODE = """
+trainable: robot_code
+metric: exact_match
+mode: max
+search: grid
+params:
+  learning_rate: [5.0e-3, 1.0e-4]
+fixed:
+  batch_size: 8
+  max_epochs: 1
+  demo_records: 240
+  eval_samples: 16
+scheduler: fifo
+"""
+
+
+def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = tuner_cli(
+        ["--space", str(write_space(ROBOT_CODE)), "--storage-path", str(tmp_path / "results"),
+         "--mlflow-uri", uri, "--name", "code"]
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "generated 240 demo commands" in run.stdout
+    client, parents, children = sweep_runs(uri)
+    assert len(parents) == 1 and len(children) == 2
+    for child in children:
+        assert {"exact_match", "parse_rate", "val_loss"} <= set(child.data.metrics)
+        assert child.data.params["trainable_params"]
+    best = json.loads((tmp_path / "results" / "code" / "best.json").read_text())
+    assert best["config"]["learning_rate"] == 5e-3  # the rate that learns in one epoch
+    assert (tmp_path / "results" / "code").is_dir()

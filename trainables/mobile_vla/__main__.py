@@ -20,7 +20,8 @@ import yaml
 from trainables.config import ConfigError, parse_assignments
 from trainables.mobile_vla.dataset import DataError
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
-from trainables.mobile_vla.trainable import parse_config, train
+from trainables.mobile_vla.trainable import train
+from trainables.mobile_vla.trial_config import parse_config
 from trainables.training import TrainingError
 
 

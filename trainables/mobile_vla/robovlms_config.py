@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.mobile_vla.trainable import parse_config
+from trainables.mobile_vla.trial_config import parse_config
 
 
 def to_robovlms(flat: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,19 @@ from typing import Any
 
 from trainables.config import keys_of
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
-from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
+from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.robovlms_config import to_robovlms
-from trainables.mobile_vla.trainable import RunOptions, parse_config, train
+from trainables.mobile_vla.trial_config import RunOptions, parse_config
 from trainables.task import Task
 from trainables.training import TrainConfig, plan_batches
+
+
+def train(config: dict[str, Any], report: Any, data: Any = None, checkpoint_dir: Any = None):
+    """The trial itself; imported on first use (torch + transformers + peft take seconds)."""
+    from trainables.mobile_vla.trainable import train as run_trial
+
+    return run_trial(config, report, data=data, checkpoint_dir=checkpoint_dir)
 
 
 def check_config(flat: dict[str, Any]) -> None:
@@ -53,6 +60,7 @@ TASK = Task(
     summary=summary,
     demo_data=demo_data,
     export_config=to_robovlms,
+    data_errors=(DataError,),
     keys=keys_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
     data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
     cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},

@@ -9,22 +9,18 @@ Set-up is a handful of named steps; the loop below is the whole of training.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import resource
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainables.config import ConfigError, route
-from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
-from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
+from trainables.mobile_vla.dataset import MobileVLAData, load_dataset
 from trainables.mobile_vla.modeling_mobile_vla import (
     MobileVLAPolicy,
     build_policy,
@@ -34,10 +30,10 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     save_trainable,
 )
 from trainables.mobile_vla.tokenizer import encode_instructions
+from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows
 from trainables.training import (
     BatchPlan,
-    TrainConfig,
     Trainer,
     epoch_order,
     plan_batches,
@@ -51,32 +47,6 @@ STATE_FILE = "training_state.pt"
 TRIAL_CONFIG_FILE = "trial_config.json"
 # A prediction within half a nominal command of zero counts as "no motion".
 DIRECTION_DEADBAND = 0.5
-
-
-@dataclass
-class RunOptions:
-    torch_threads: int = 0  # 0: torch's default; the tuner sets CPUs per trial
-
-
-@dataclass
-class TrialConfig:
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    run: RunOptions
-
-
-def parse_config(flat: dict[str, Any]) -> TrialConfig:
-    """Route the flat dict; derive what follows from other keys (image size, action dim)."""
-    parts = route(
-        flat, {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "run": RunOptions}
-    )
-    try:
-        model = dataclasses.replace(parts["model"], action_dim=len(parts["data"].action_dims))
-        data = dataclasses.replace(parts["data"], image_size=model.image_size())
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return TrialConfig(data=data, model=model, train=parts["train"], run=parts["run"])
 
 
 class WindowBatches:
