@@ -212,12 +212,13 @@ class Trainer:
         total = sum(count_fn(batch) for batch in micro_batches)
         if total == 0:
             raise TrainingError("an optimizer step has no real (unmasked) targets")
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=self.device)
         for batch in micro_batches:
             with self.autocast():
                 batch_sum, _ = loss_fn(batch)
             self.scaler.scale(batch_sum.float() / total).backward()
-            loss_sum += batch_sum.item()
+            loss_sum += batch_sum.detach().float()  # no host sync per micro-batch
+        loss_sum = loss_sum.item()
         self.scaler.unscale_(self.optimizer)
         if self.global_step == 0:
             self._check_first_step(loss_sum)

@@ -65,12 +65,15 @@ class WindowBatches:
             "target": torch.from_numpy(windows.chunks[indices]),
             "mask": torch.from_numpy(windows.mask[indices]),
         }
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        # Counted on the host, so the loop never waits on the device for it.
+        moved["count"] = int(windows.mask[indices].sum()) * windows.chunks.shape[-1]
+        return moved
 
 
-def count_targets(batch: dict[str, torch.Tensor]) -> int:
+def count_targets(batch: dict) -> int:
     """Real (unmasked) target elements: what `action_loss` counts."""
-    return int(batch["mask"].sum()) * batch["target"].shape[-1]
+    return batch["count"]
 
 
 def batch_loss(policy: MobileVLAPolicy) -> Callable:
