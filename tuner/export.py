@@ -16,7 +16,8 @@ from pathlib import Path
 from tuner.storage import Storage
 from tuner.summary import BEST_FILE
 
-COPIED = ("adapter", "policy_head.safetensors", "model_config.json")
+# Everything a checkpoint holds except the optimizer/RNG state, which only resuming needs.
+SKIPPED = {"training_state.pt", "trial_config.json"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,14 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint is None or not checkpoint.is_dir():
         print(f"error: checkpoint {best.get('checkpoint')} is not a local folder", file=sys.stderr)
         return 2
-    for name in COPIED:
-        source = checkpoint / name
+    copied = []
+    for source in sorted(checkpoint.iterdir()):
+        if source.name in SKIPPED:
+            continue
         if source.is_dir():
-            shutil.copytree(source, out / name, dirs_exist_ok=True)
-        elif source.exists():
-            shutil.copy2(source, out / name)
+            shutil.copytree(source, out / source.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, out / source.name)
+        copied.append(source.name)
     print(f"best trial {best['trial']}: {best['metric']} {best['value']:.4f}")
-    print(f"exported to {out}: config.json, trial_config.json, {', '.join(COPIED)}")
+    print(f"exported to {out}: config.json, trial_config.json, {', '.join(copied)}")
     return 0
 
 

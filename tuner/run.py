@@ -55,6 +55,7 @@ class SweepOptions:
     experiment: str = "vla-tune"
     name: str | None = None
     address: str | None = None
+    shared_storage: bool = False
     sets: dict[str, Any] = field(default_factory=dict)
     sweep_id: str = ""
 
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument(
+        "--shared-storage",
+        action="store_true",
+        help="a local --storage-path is the same folder on every node (NFS): allow multi-node",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
     return p
@@ -306,6 +312,20 @@ def start_ray(address: str | None) -> None:
     )
 
 
+def check_storage(storage: Storage, shared: bool) -> None:
+    """A local folder only works on a multi-node cluster when every node mounts it."""
+    import ray
+
+    if storage.remote or shared:
+        return
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1:
+        raise BadInput(
+            f"--storage-path {storage.root_uri} is a local folder and the cluster has {nodes} "
+            f"nodes: use s3://... or a folder every node mounts (NFS) with --shared-storage"
+        )
+
+
 def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
     # Ray's older console output honours verbose=0; the live view replaces its tables.
@@ -322,6 +342,9 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no migration chatter
     start_ray(opts.address)
     try:
+        check_storage(storage, opts.shared_storage)  # BadInput: nothing written yet
+        if not resume:
+            storage.write_json(STATE_FILE, dataclasses.asdict(opts))
         gpus = ray.cluster_resources().get("GPU", 0)
         gpu = opts.gpus_per_trial if opts.gpus_per_trial is not None else (1 if gpus else 0)
         cpu = opts.cpus_per_trial or 1
@@ -426,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise BadInput(
                     f"{storage.experiment_uri}: no sweep to resume ({STATE_FILE} missing)"
                 )
-            opts = SweepOptions(**{**saved, "address": opts.address})
+            shared = opts.shared_storage or saved.get("shared_storage", False)
+            opts = SweepOptions(**{**saved, "address": opts.address, "shared_storage": shared})
         else:
             storage = Storage(opts.storage_path, sweep_name(opts))
             opts.name = storage.name
@@ -450,10 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_dry_run(prep)
         return 0
-    if not args.resume:
-        storage.write_json(STATE_FILE, dataclasses.asdict(opts))
     try:
         return run(prep, storage, mlflow_uri, resume=args.resume)
+    except BadInput as exc:  # found once Ray is up (a cluster's nodes)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: continue with  python -m tuner.run --resume --name {storage.name}"
