@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,6 +35,21 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         values[key.strip()] = parse_value(text)
     return values
+
+
+def read_config(path: str | None, assignments: list[str]) -> dict[str, Any]:
+    """A standalone run's flat config: a YAML file of key: value, then --set overrides."""
+    config: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value")
+        config.update(loaded)
+    config.update(parse_assignments(assignments))
+    return config
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

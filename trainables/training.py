@@ -9,16 +9,22 @@ step averages the loss over the real targets of the whole effective batch, so sp
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import resource
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+STATE_FILE = "training_state.pt"  # optimizer/scheduler/scaler + RNG + position
+TRIAL_CONFIG_FILE = "trial_config.json"  # the flat config the trial ran with
 SCHEDULES = ("constant", "cosine")
 
 
@@ -259,3 +265,40 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.global_step = state["global_step"]
+
+
+def save_training_state(directory: Path, trainer: Trainer, epoch: int, flat: dict) -> None:
+    """The part of a checkpoint every task shares: trainer state, RNG, epochs done, and
+    the trial's flat config (what tuner.export reads)."""
+    state = {"trainer": trainer.state_dict(), "rng": rng_state(), "epochs_done": epoch + 1}
+    torch.save(state, directory / STATE_FILE)
+    text = json.dumps(flat, indent=2, sort_keys=True, default=str)
+    (directory / TRIAL_CONFIG_FILE).write_text(text)
+
+
+def load_training_state(directory: Path, trainer: Trainer) -> int:
+    """Restore trainer state and RNG; returns the epochs already done."""
+    state = torch.load(directory / STATE_FILE, weights_only=False)  # our own file
+    trainer.load_state_dict(state["trainer"])
+    set_rng_state(state["rng"])
+    return state["epochs_done"]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def trial_metrics(
+    epoch: int, losses: list, norms: list, trainer: Trainer, samples: int, seconds: float
+) -> dict[str, Any]:
+    """The training half of an epoch's report, the same for every task."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(np.mean(losses)),
+        "grad_norm": float(np.mean(norms)),
+        "lr": trainer.lr,
+        "samples_per_s": samples / seconds,
+        "train_seconds": seconds,
+    }

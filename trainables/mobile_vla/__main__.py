@@ -15,28 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trainables.config import ConfigError, parse_assignments
+from trainables.config import ConfigError, read_config
 from trainables.mobile_vla.dataset import DataError
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.trainable import train
 from trainables.mobile_vla.trial_config import parse_config
 from trainables.training import TrainingError
-
-
-def read_config(path: str | None, assignments: list[str]) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of key: value")
-        config.update(loaded)
-    config.update(parse_assignments(assignments))
-    return config
 
 
 def format_metrics(metrics: dict[str, Any], max_epochs: int) -> str:

@@ -9,8 +9,6 @@ Set-up is a handful of named steps; the loop below is the whole of training.
 
 from __future__ import annotations
 
-import json
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,15 +34,15 @@ from trainables.training import (
     BatchPlan,
     Trainer,
     epoch_order,
+    load_training_state,
+    peak_memory_mb,
     plan_batches,
-    rng_state,
-    set_rng_state,
+    save_training_state,
     step_batches,
+    trial_metrics,
 )
 
 Report = Callable[[dict[str, Any], str], None]
-STATE_FILE = "training_state.pt"
-TRIAL_CONFIG_FILE = "trial_config.json"
 # A prediction within half a nominal command of zero counts as "no motion".
 DIRECTION_DEADBAND = 0.5
 
@@ -117,31 +115,18 @@ def evaluate(
     return metrics
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def save_checkpoint(
     directory: Path, policy: MobileVLAPolicy, trainer: Trainer, epoch: int, flat: dict
 ) -> None:
     """LoRA adapter (PEFT format) + head + optimizer/scheduler/scaler + RNG + position."""
     save_trainable(policy, directory)
-    state = {"trainer": trainer.state_dict(), "rng": rng_state(), "epochs_done": epoch + 1}
-    torch.save(state, directory / STATE_FILE)
-    (directory / TRIAL_CONFIG_FILE).write_text(
-        json.dumps(flat, indent=2, sort_keys=True, default=str)
-    )
+    save_training_state(directory, trainer, epoch, flat)
 
 
 def restore_checkpoint(directory: Path, policy: MobileVLAPolicy, trainer: Trainer) -> int:
     """Load a checkpoint into the built policy and trainer; returns epochs already done."""
     load_trainable(policy, directory)
-    state = torch.load(directory / STATE_FILE, weights_only=False)  # our own file
-    trainer.load_state_dict(state["trainer"])
-    set_rng_state(state["rng"])
-    return state["epochs_done"]
+    return load_training_state(directory, trainer)
 
 
 def describe(cfg: TrialConfig, plan: BatchPlan, trainer: Trainer, policy: MobileVLAPolicy) -> dict:
@@ -198,14 +183,8 @@ def train(
             norms.append(norm)
         train_seconds = time.perf_counter() - started
 
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "grad_norm": float(np.mean(norms)),
-            "lr": trainer.lr,
-            "samples_per_s": plan.steps_per_epoch * cfg.train.batch_size / train_seconds,
-            "train_seconds": train_seconds,
-        }
+        samples = plan.steps_per_epoch * cfg.train.batch_size
+        metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
         if len(data.val):
             metrics |= evaluate(
                 policy,

@@ -10,8 +10,6 @@ is a handful of named steps; the loop below is the whole of training.
 
 from __future__ import annotations
 
-import json
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,17 +54,17 @@ from trainables.training import (
     TrainingError,
     autocast,
     epoch_order,
+    load_training_state,
+    peak_memory_mb,
     plan_batches,
     resolve_device,
     resolve_precision,
-    rng_state,
-    set_rng_state,
+    save_training_state,
     step_batches,
+    trial_metrics,
 )
 
 Report = Callable[[dict[str, Any], str], None]
-STATE_FILE = "training_state.pt"
-TRIAL_CONFIG_FILE = "trial_config.json"
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -98,12 +96,6 @@ def causal_lm_loss(model: PeftModel) -> Callable:
     return loss_fn
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def save_checkpoint(
     directory: Path,
     model: PeftModel,
@@ -115,20 +107,13 @@ def save_checkpoint(
 ) -> None:
     """LoRA adapter (PEFT format) + tokenizer + optimizer/scheduler/scaler + RNG + position."""
     save_trainable(model, tokenizer, cfg.model, directory)
-    state = {"trainer": trainer.state_dict(), "rng": rng_state(), "epochs_done": epoch + 1}
-    torch.save(state, directory / STATE_FILE)
-    (directory / TRIAL_CONFIG_FILE).write_text(
-        json.dumps(flat, indent=2, sort_keys=True, default=str)
-    )
+    save_training_state(directory, trainer, epoch, flat)
 
 
 def restore_checkpoint(directory: Path, model: PeftModel, trainer: Trainer) -> int:
     """Load a checkpoint into the built model and trainer; returns epochs already done."""
     load_trainable(model, directory)
-    state = torch.load(directory / STATE_FILE, weights_only=False)  # our own file
-    trainer.load_state_dict(state["trainer"])
-    set_rng_state(state["rng"])
-    return state["epochs_done"]
+    return load_training_state(directory, trainer)
 
 
 def apply_run_options(run: RunOptions) -> None:
@@ -279,15 +264,9 @@ def train(
             tokens += sum(int(prepared.train.lengths[rows].sum()) for rows in micro_rows)
         train_seconds = time.perf_counter() - started
 
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "grad_norm": float(np.mean(norms)),
-            "lr": trainer.lr,
-            "samples_per_s": plan.steps_per_epoch * cfg.train.batch_size / train_seconds,
-            "tokens_per_s": tokens / train_seconds,
-            "train_seconds": train_seconds,
-        }
+        samples = plan.steps_per_epoch * cfg.train.batch_size
+        metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
+        metrics["tokens_per_s"] = tokens / train_seconds
         if len(data.val):
             metrics |= evaluate(
                 model, tokenizer, cfg, data, prepared, trainer.device, trainer.precision

@@ -22,14 +22,13 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     load_trainable,
 )
 from trainables.mobile_vla.trainable import (
-    STATE_FILE,
     WindowBatches,
     evaluate,
     parse_config,
     train,
 )
 from trainables.mobile_vla.windows import Windows
-from trainables.training import Trainer, TrainingError, plan_batches
+from trainables.training import STATE_FILE, Trainer, TrainingError, plan_batches
 
 FAST = {"batch_size": 16, "learning_rate": 1e-3, "torch_threads": 2, "lr_schedule": "cosine"}
 

@@ -25,14 +25,12 @@ from trainables.robot_code.modeling_robot_code import (
     save_base_model,
 )
 from trainables.robot_code.trainable import (
-    STATE_FILE,
-    TRIAL_CONFIG_FILE,
     baseline_metrics,
     parse_config,
     train,
     training_texts,
 )
-from trainables.training import TrainingError
+from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE, TrainingError
 
 # The default tiny model with batch 8 and a higher learning rate: 216 steps on 576 demo
 # records take exact match from 0 to ~0.6 (3 epochs, ~10 s on one core).
