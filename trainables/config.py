@@ -8,18 +8,26 @@ declared types (YAML reads `1e-4` as a string), and names the key of anything wr
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A bad config key or value; the message names the key."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_value(text: str) -> Any:

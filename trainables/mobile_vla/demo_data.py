@@ -37,10 +37,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
 
 import h5py
 import numpy as np
+
+from trainables.config import OneLineParser
 
 SPEED = 1.15  # nominal teleop velocity command, m/s (and rad/s)
 KEY_HOLD_S = 0.4  # each key press is held this long
@@ -431,13 +432,6 @@ def ensure_demo_episodes(
         else:
             os.mkdir(tmp)  # TemporaryDirectory wants something to remove
     return folder, True
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr and exit 2, like every other bad input."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

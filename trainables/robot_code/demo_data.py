@@ -26,9 +26,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import numpy as np
+
+from trainables.config import OneLineParser
 
 T = TypeVar("T")
 PROG = "python -m trainables.robot_code.demo_data"
@@ -249,13 +251,6 @@ def ensure_demo_data(
         return path, False
     write_demo_file(path, n, seed)
     return path, True
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr and exit 2, like every other bad input."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
