@@ -1,0 +1,197 @@
+"""A real two-node Ray cluster on 127.0.0.1 (token auth), stopped by the pids it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# `ray start --address` refuses to join in Ray's loopback (macOS/Windows) mode, and Linux
+# mode resolves 127.0.0.1 to the machine's address: the worker node's CLI runs in Linux
+# mode with "the address of this machine" answered as 127.0.0.1.
+WORKER_RAY = [
+    sys.executable, "-c",
+    "import sys; from ray._private import services; "
+    "services.node_ip_address_from_perspective = lambda *a, **k: '127.0.0.1'; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    gcs: str  # 127.0.0.1:<port>, for RAY_ADDRESS / --address
+    dashboard: str  # http://127.0.0.1:<port>, for `ray job submit`
+    temp_dir: str
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    started: set[int] = field(default_factory=set)  # every pid of ours, for the teardown
+
+    def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start_node(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        log = open(Path(self.temp_dir).parent / f"{name}.log", "w")  # noqa: SIM115
+        ray = [RAY] if env is None else WORKER_RAY
+        self.procs[name] = subprocess.Popen(
+            [*ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+             "--disable-usage-stats", *args],
+            env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+    def remember(self) -> None:
+        """Record every process our `ray start`s spawned (workers leave the process group)."""
+        for proc in self.procs.values():
+            try:
+                parent = psutil.Process(proc.pid)
+                self.started |= {parent.pid, *(c.pid for c in parent.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                pass
+
+    def raylet(self, name: str) -> psutil.Process:
+        children = psutil.Process(self.procs[name].pid).children(recursive=True)
+        return next(c for c in children if c.name() == "raylet")
+
+    def alive_nodes(self) -> int:
+        code = "import ray; ray.init(); print(sum(n['Alive'] for n in ray.nodes()))"
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**self.env, "RAY_ADDRESS": self.gcs},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        self.remember()
+        procs = []
+        for pid in self.started:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        for proc in self.procs.values():
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head and worker, one CPU each, every service on loopback, token auth on."""
+    base = tmp_path_factory.mktemp("c")
+    home = base / "home"
+    temp_dir = base / "t"  # short: unix socket paths allow 107 characters
+    temp_dir.mkdir()
+    # A node of its own: nodes sharing a temp dir share runtime_resources/, and the worker
+    # node's cleanup would delete the job's working dir under the driver.
+    worker_dir = base / "w"
+    worker_dir.mkdir()
+    cache = base / "cache"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(cache),
+        "VLA_TUNE_CACHE": str(cache / "vla-tune"),
+        "HF_HOME": str(cache / "huggingface"),
+        "TORCH_HOME": str(cache / "torch"),
+        "MPLCONFIGDIR": str(cache / "mpl"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "RAY_TMPDIR": str(temp_dir),
+        "RAY_AUTH_MODE": "token",
+        # Ray's macOS/Windows mode keeps a node's servers on 127.0.0.1 (see start_ray).
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard_port = free_port(), free_port()
+    c = Cluster(
+        env=env,
+        gcs=f"127.0.0.1:{port}",
+        dashboard=f"http://127.0.0.1:{dashboard_port}",
+        temp_dir=str(temp_dir),
+    )
+    token = c.ray("get-auth-token", "--generate")
+    assert token.returncode == 0, token.stderr
+    assert (home / ".ray" / "auth_token").exists()
+    try:
+        c.start_node(
+            "head", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dashboard_port), "--temp-dir", str(temp_dir),
+        )  # fmt: skip
+        wait_for(lambda: c.ray("status", "--address", c.gcs).returncode == 0, "head", c)
+        c.start_node(
+            "worker", "--address", c.gcs, "--temp-dir", str(worker_dir),
+            env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"},
+        )  # fmt: skip
+        wait_for(lambda: c.alive_nodes() == 2, "worker", c)
+        c.remember()
+        yield c
+    finally:
+        c.stop()
+
+
+def wait_for(check, what: str, cluster: Cluster, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in cluster.procs.items():
+            if proc.poll() is not None:
+                log = (Path(cluster.temp_dir).parent / f"{name}.log").read_text()
+                pytest.fail(f"ray start ({name}) exited {proc.returncode}: {log[-2000:]}")
+        if check():
+            return
+        time.sleep(1)
+    pytest.fail(f"the {what} node did not come up in {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1, stopped by its process group."""
+    import urllib.request
+
+    base = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{base / 'server.db'}",
+         "--default-artifact-root", str(base / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -1,0 +1,158 @@
+"""A sweep on a real two-node Ray cluster on 127.0.0.1: `ray job submit`, MLflow server,
+trials on both nodes, the worker node killed mid-sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+# What `ray job submit` must not upload (README: "Run on a cluster").
+EXCLUDES = [".git", "data", "checkpoints", "mlruns", "ray_results", "demo_episodes",
+            "*.egg-info", "__pycache__", ".ruff_cache", ".pytest_cache"]  # fmt: skip
+
+SPACE = """
+trainable: mobile_vla
+metric: val_loss
+mode: min
+search: grid
+params:
+  learning_rate: [3.0e-3, 1.0e-4]
+fixed:
+  batch_size: 32
+  max_epochs: 5
+scheduler: fifo
+"""
+
+
+def write_space(folder: Path) -> Path:
+    path = folder / "space.yaml"
+    path.write_text(textwrap.dedent(SPACE))
+    return path
+
+
+def trial_runs(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("vla-tune")
+    if experiment is None:
+        return client, []
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    return client, [r for r in runs if r.data.tags.get("vla_tune.role") == "trial"]
+
+
+def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, demo_dir, tmp_path):
+    results = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "tuner.run", "--space", str(write_space(tmp_path)),
+         "--data-dir", str(demo_dir), "--storage-path", str(results), "--name", "refused",
+         "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--address", cluster.gcs],
+        env=cluster.env, cwd=REPO, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "2 nodes" in errors[0] and "--shared-storage" in errors[0]
+    assert not (results / "refused").exists()  # nothing written, no MLflow run started
+    assert trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")[1] == []
+
+
+def test_job_submit_sweep_survives_losing_the_worker_node(
+    cluster, demo_dir, mlflow_server, tmp_path
+):
+    worker_raylet = cluster.raylet("worker")
+    submit = cluster.ray(
+        "job", "submit", "--address", cluster.dashboard, "--submission-id", "sweep",
+        "--no-wait", "--working-dir", str(REPO),
+        "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
+        "--", "python", "-m", "tuner.run", "--space", str(write_space(tmp_path)),
+        "--data-dir", str(demo_dir), "--storage-path", str(tmp_path / "shared"),
+        "--shared-storage", "--name", "cluster", "--mlflow-uri", mlflow_server,
+        "--cpus-per-trial", "1",
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stderr[-3000:]
+
+    # Kill the worker node as soon as its trial has saved a checkpoint (epoch 1 of 5).
+    shared = tmp_path / "shared" / "cluster"
+    deadline = time.monotonic() + 150
+    on_worker: Path | None = None
+    ran_on: dict[str, str] = {}  # trial folder -> "head" / "worker", by the trial's pid
+    while time.monotonic() < deadline and on_worker is None:
+        time.sleep(0.5)
+        pids = {name: descendants(cluster, name) for name in ("head", "worker")}
+        for trial in shared.glob("lr=*"):
+            for pid in trial_pids(trial):
+                for node, found in pids.items():
+                    if pid in found:
+                        ran_on[trial.name] = node
+            if ran_on.get(trial.name) == "worker" and any(trial.glob("checkpoint_*")):
+                worker_raylet.kill()
+                on_worker = trial
+                break
+        if on_worker is None and int(time.monotonic()) % 10 == 0:
+            assert job_status(cluster) == "running", logs(cluster)
+    assert on_worker is not None, "no trial checkpointed on the worker node\n" + logs(cluster)
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (status := job_status(cluster)) == "running":
+        time.sleep(3)
+    assert status == "succeeded", status + logs(cluster)
+
+    client, children = trial_runs(mlflow_server)
+    assert len(children) == 2
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["vla_tune.stopped"] for c in children} == {"completed"}
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert steps == [1, 2, 3, 4, 5], (child.info.run_name, steps)  # retried from a checkpoint
+        assert child.data.tags["vla_tune.node"] == "127.0.0.1"
+    for trial in shared.glob("lr=*"):
+        for pid in trial_pids(trial):
+            ran_on.setdefault(trial.name, "head" if pid in descendants(cluster, "head") else "?")
+    assert sorted(ran_on.values()) == ["head", "worker"], ran_on  # one trial on each node
+    last = json.loads((on_worker / "result.json").read_text().splitlines()[-1])
+    # Retried from its checkpoint on the head node, not from scratch.
+    assert last["training_iteration"] == 5 and last["iterations_since_restore"] < 5, last
+    assert (tmp_path / "shared" / "cluster" / "best.json").exists()
+
+
+def descendants(cluster, name: str) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(cluster.procs[name].pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def trial_pids(trial: Path) -> set[int]:
+    try:
+        lines = (trial / "result.json").read_text().splitlines()
+    except FileNotFoundError:
+        return set()
+    pids = set()
+    for line in lines:
+        try:
+            pids.add(json.loads(line)["pid"])
+        except (ValueError, KeyError):
+            pass  # a line being written
+    return pids
+
+
+def job_status(cluster) -> str:
+    """'succeeded', 'failed', 'stopped', or 'running' (pending and running)."""
+    out = cluster.ray("job", "status", "--address", cluster.dashboard, "sweep")
+    text = out.stdout + out.stderr
+    for word in ("succeeded", "failed", "stopped"):
+        if f"Job 'sweep' {word}" in text:
+            return word
+    assert out.returncode == 0, text[-2000:]
+    return "running"
+
+
+def logs(cluster) -> str:
+    out = cluster.ray("job", "logs", "--address", cluster.dashboard, "sweep")
+    return "\n--- job logs ---\n" + out.stdout[-4000:] + out.stderr[-1000:]
