@@ -100,7 +100,12 @@ def test_job_submit_sweep_survives_losing_the_worker_node(
 
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (status := job_status(cluster)) == "running":
-        time.sleep(3)
+        # Where the other trial runs: look while its worker process is alive.
+        head = descendants(cluster, "head")
+        for trial in shared.glob("lr=*"):
+            if trial.name not in ran_on and trial_pids(trial) & head:
+                ran_on[trial.name] = "head"
+        time.sleep(1)
     assert status == "succeeded", status + logs(cluster)
 
     client, children = trial_runs(mlflow_server)
@@ -111,9 +116,6 @@ def test_job_submit_sweep_survives_losing_the_worker_node(
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
         assert steps == [1, 2, 3, 4, 5], (child.info.run_name, steps)  # retried from a checkpoint
         assert child.data.tags["vla_tune.node"] == "127.0.0.1"
-    for trial in shared.glob("lr=*"):
-        for pid in trial_pids(trial):
-            ran_on.setdefault(trial.name, "head" if pid in descendants(cluster, "head") else "?")
     assert sorted(ran_on.values()) == ["head", "worker"], ran_on  # one trial on each node
     last = json.loads((on_worker / "result.json").read_text().splitlines()[-1])
     # Retried from its checkpoint on the head node, not from scratch.
