@@ -23,8 +23,9 @@ class Progress:
         stream: TextIO | None = None,
         every: int | None = None,
         enabled: bool = True,
+        unit: str = "files",
     ):
-        self.label = label
+        self.label, self.unit = label, unit
         self.total = total_files
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -42,7 +43,7 @@ class Progress:
         filled = int(width * self.files / max(self.total, 1))
         bar = "#" * filled + "-" * (width - filled)
         return (
-            f"{self.label} [{bar}] {self.files}/{self.total} files, "
+            f"{self.label} [{bar}] {self.files}/{self.total} {self.unit}, "
             f"{rate:,.0f} frames/s, elapsed {clock(elapsed)}, left {clock(left)}"
         )
 

@@ -72,6 +72,17 @@ class ModelConfig:
         """A directory on disk: load it offline, never touching the hub."""
         return not self.is_tiny and Path(self.model).is_dir()
 
+    def image_side_trains(self) -> str | None:
+        """Why a frame's image tokens change during training, or None when they cannot
+        (vision tower and image-to-text connector frozen: they can be computed once)."""
+        if self.train_vision:
+            return "train_vision is true"
+        if self.lora_enable and self.lora_target != "text":
+            return f"lora_target {self.lora_target} adapts the vision side"
+        if not self.freeze_backbone:
+            return "freeze_backbone is false (the image-to-text connector trains)"
+        return None
+
     def lstm_layers(self, backbone_width: int) -> int:
         if self.head_layers is not None:
             return self.head_layers

@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -93,6 +93,8 @@ class MobileVLAData:
     action_names: tuple[str, ...]
     action_bound: float
     skipped: list[str] = field(default_factory=list)  # "path: reason" of skipped files
+    # Frozen image tokens of every frame (image_features.ImageFeatures), when precomputed.
+    image_features: Any = None
 
     @property
     def num_episodes(self) -> int:

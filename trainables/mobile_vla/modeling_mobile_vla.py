@@ -36,6 +36,7 @@ ADAPTER_DIR = "adapter"  # PEFT's own format, loadable with PeftModel.from_pretr
 HEAD_FILE = "policy_head.safetensors"  # action token, head, trainable non-LoRA backbone
 CONFIG_FILE = "model_config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+TINY_BACKBONE_SEED = 1234
 
 # LoRA targets as regexes over Kosmos2Model module names (peft full-matches a string
 # target). Bare names like "q_proj" would also hit the vision tower and the connector's
@@ -96,14 +97,19 @@ def load_backbone(
 ) -> tuple[Kosmos2Model, PreTrainedTokenizerBase]:
     """(Kosmos2Model in fp32, tokenizer).
 
-    "tiny": random weights (deterministic under torch.manual_seed) and a tokenizer trained
-    on `instructions`. Anything else: `from_pretrained`, offline when it is a directory.
+    "tiny": random weights from a fixed seed and a tokenizer trained on `instructions`.
+    Anything else: `from_pretrained`, offline when it is a directory.
     """
     if cfg.is_tiny:
         if not instructions:
             raise ValueError("instructions: the tiny model trains its tokenizer on them")
         tokenizer = train_instruction_tokenizer(instructions)
-        return Kosmos2Model(tiny_kosmos2_config(cfg, len(tokenizer))), tokenizer
+        # Its own fixed seed, as if it were pretrained weights: every trial (whatever its
+        # `seed`) gets the same backbone, so frozen image features stay valid across trials.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_BACKBONE_SEED)
+            backbone = Kosmos2Model(tiny_kosmos2_config(cfg, len(tokenizer)))
+        return backbone, tokenizer
     local = cfg.is_local
     if not local and (cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") > 1):
         raise ValueError(f"model: {cfg.model!r} is not a directory (nor a hub id)")
@@ -277,10 +283,64 @@ class MobileVLAPolicy(nn.Module):
         embeds = torch.where(is_action[..., None], action, embeds)
         return embeds, (mask | is_action).long(), image_positions, action_positions
 
-    def frame_features(
+    def text_features(
+        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """One row per frame: (F, image tokens, hidden) + its instruction (F, L) -> (F, hidden).
+
+        A frame's feature depends only on (frame, instruction), not on the window around
+        it: that is what lets a batch run each distinct frame once.
+        """
+        if image_embeds.shape[0] != input_ids.shape[0] or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"image_embeds {tuple(image_embeds.shape)}, input_ids {tuple(input_ids.shape)} "
+                f"and attention_mask {tuple(attention_mask.shape)} need one row per frame"
+            )
+        embeds, mask, image_positions, action_positions = self.build_sequences(
+            input_ids, attention_mask
+        )
+        hidden = self.kosmos.text_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            image_embeds=image_embeds,
+            image_embeds_position_mask=image_positions,
+            use_cache=False,
+            return_dict=True,
+        ).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, action_positions]
+
+    def forward_frames(
+        self,
+        windows: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the backbone once per frame row, then gather each window's sequence.
+
+        Rows are frames: `pixels` (F, H, W, 3) uint8, or their precomputed latent image
+        tokens `image_embeds` (F, image tokens, hidden) when the vision side is frozen;
+        input_ids/attention_mask (F, L) are each frame's instruction. `windows` (B, window)
+        indexes rows. A row used by several windows gets the sum of their gradients, so
+        this equals running every window's frames separately.
+        """
+        if (pixels is None) == (image_embeds is None):
+            raise ValueError("forward_frames: pass exactly one of pixels and image_embeds")
+        if image_embeds is None:
+            image_embeds = self.encode_images(pixels)
+        features = self.text_features(image_embeds, input_ids, attention_mask)
+        return self.head(features[windows])
+
+    def forward(
         self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        """(B, window, H, W, 3) uint8 + (B, L) instruction -> (B, window, hidden)."""
+        """(B, window, H, W, 3) uint8 RGB, (B, L) ids and mask -> (B, window, fwd, A) fp32.
+
+        Every frame of every window runs (the per-window path): the reference that
+        `forward_frames` with shared rows must equal, and what inference uses.
+        """
         if pixels.dim() != 5:
             raise ValueError(f"pixels: expected (B, window, H, W, 3), got {tuple(pixels.shape)}")
         batch, window = pixels.shape[:2]
@@ -289,28 +349,13 @@ class MobileVLAPolicy(nn.Module):
                 f"input_ids {tuple(input_ids.shape)} / attention_mask "
                 f"{tuple(attention_mask.shape)} do not match {batch} windows"
             )
-        image_embeds = self.encode_images(pixels.flatten(0, 1))
-        embeds, mask, image_positions, action_positions = self.build_sequences(
-            input_ids, attention_mask
+        windows = torch.arange(batch * window, device=pixels.device).view(batch, window)
+        return self.forward_frames(
+            windows,
+            input_ids.repeat_interleave(window, dim=0),
+            attention_mask.repeat_interleave(window, dim=0),
+            pixels=pixels.flatten(0, 1),
         )
-        # Every frame of a window reads the window's instruction.
-        hidden = self.kosmos.text_model(
-            inputs_embeds=embeds.repeat_interleave(window, dim=0),
-            attention_mask=mask.repeat_interleave(window, dim=0),
-            image_embeds=image_embeds,
-            image_embeds_position_mask=image_positions.repeat_interleave(window, dim=0),
-            use_cache=False,
-            return_dict=True,
-        ).last_hidden_state
-        rows = torch.arange(batch * window, device=hidden.device)
-        features = hidden[rows, action_positions.repeat_interleave(window)]
-        return features.view(batch, window, self.hidden_size)
-
-    def forward(
-        self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """(B, window, H, W, 3) uint8 RGB, (B, L) ids and mask -> (B, window, fwd, A) fp32."""
-        return self.head(self.frame_features(pixels, input_ids, attention_mask))
 
     def compute_loss(
         self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
@@ -387,6 +432,20 @@ def configure_trainable(policy: MobileVLAPolicy) -> None:
     policy.head.requires_grad_(True)
     if not any(p.requires_grad for p in policy.parameters()):
         raise ValueError("nothing to train: every parameter is frozen")
+
+
+IMAGE_SIDE = ("vision_model.", "image_to_text_projection.")
+
+
+def trainable_image_side(policy: MobileVLAPolicy) -> list[str]:
+    """Trainable parameters that change a frame's image tokens (vision tower, connector).
+
+    Empty means the image tokens are a fixed function of the frame for the whole run."""
+    return [
+        name
+        for name, param in policy.kosmos.named_parameters()
+        if param.requires_grad and name.startswith(IMAGE_SIDE)
+    ]
 
 
 def parameter_counts(policy: MobileVLAPolicy) -> dict[str, int]:

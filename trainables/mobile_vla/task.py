@@ -9,6 +9,7 @@ from trainables.config import keys_of
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
+from trainables.mobile_vla.frame_batches import BatchingConfig
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.trial_config import RunOptions, parse_config
 from trainables.task import Task
@@ -61,7 +62,7 @@ TASK = Task(
     demo_data=demo_data,
     export_config=to_robovlms,
     data_errors=(DataError,),
-    keys=keys_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
+    keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
     data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
     cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},
 )

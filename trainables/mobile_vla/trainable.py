@@ -19,6 +19,19 @@ import numpy as np
 import torch
 
 from trainables.mobile_vla.dataset import MobileVLAData, load_dataset
+from trainables.mobile_vla.frame_batches import (
+    FrameBatches,
+    epoch_steps,
+    frames_per_micro_batch,
+    predict,
+    split_by_frames,
+)
+from trainables.mobile_vla.image_features import (
+    FeatureStore,
+    ImageFeatures,
+    load_or_compute,
+    weights_key,
+)
 from trainables.mobile_vla.modeling_mobile_vla import (
     MobileVLAPolicy,
     build_policy,
@@ -26,47 +39,23 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     load_trainable,
     parameter_counts,
     save_trainable,
+    trainable_image_side,
 )
-from trainables.mobile_vla.tokenizer import encode_instructions
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows
 from trainables.training import (
     BatchPlan,
     Trainer,
-    epoch_order,
     load_training_state,
     peak_memory_mb,
     plan_batches,
     save_training_state,
-    step_batches,
     trial_metrics,
 )
 
 Report = Callable[[dict[str, Any], str], None]
 # A prediction within half a nominal command of zero counts as "no motion".
 DIRECTION_DEADBAND = 0.5
-
-
-class WindowBatches:
-    """Turns window indices into model inputs; instructions are tokenized once."""
-
-    def __init__(self, data: MobileVLAData, tokenizer, device: torch.device):
-        self.data, self.device = data, device
-        self.input_ids, self.attention_mask = encode_instructions(tokenizer, data.instructions)
-
-    def __call__(self, windows: Windows, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        episodes = torch.from_numpy(windows.episode[indices])
-        batch = {
-            "pixels": torch.from_numpy(self.data.images[windows.frames[indices]]),
-            "input_ids": self.input_ids[episodes],
-            "attention_mask": self.attention_mask[episodes],
-            "target": torch.from_numpy(windows.chunks[indices]),
-            "mask": torch.from_numpy(windows.mask[indices]),
-        }
-        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        # Counted on the host, so the loop never waits on the device for it.
-        moved["count"] = int(windows.mask[indices].sum()) * windows.chunks.shape[-1]
-        return moved
 
 
 def count_targets(batch: dict) -> int:
@@ -76,18 +65,35 @@ def count_targets(batch: dict) -> int:
 
 def batch_loss(policy: MobileVLAPolicy) -> Callable:
     def loss_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = policy(batch["pixels"], batch["input_ids"], batch["attention_mask"])
-        return policy.compute_loss(pred, batch["target"], batch["mask"])
+        return policy.compute_loss(predict(policy, batch), batch["target"], batch["mask"])
 
     return loss_fn
+
+
+def image_features_for(
+    policy: MobileVLAPolicy, data: MobileVLAData, cfg: TrialConfig, precision: str, weights: str
+) -> tuple[ImageFeatures | None, str]:
+    """The frozen image tokens this trial reads instead of running the vision tower, and
+    where they came from (logged as `feature_cache`): shared by the sweep, this machine's
+    disk cache, or computed here. None (and why) when they would not stay fixed."""
+    if not cfg.batching.feature_cache:
+        return None, "off (feature_cache: false)"
+    if trainable_image_side(policy):
+        return None, f"off: {cfg.model.image_side_trains() or 'the vision side trains'}"
+    given = data.image_features
+    if given is not None and given.weights_key == weights and given.dtype == precision:
+        return given, "shared"
+    store = FeatureStore.for_cache_dir(cfg.data.cache_dir)
+    features, how = load_or_compute(policy, data.images, precision, store, weights, progress=False)
+    return features, "disk" if how == "reused" else "computed"
 
 
 @torch.no_grad()
 def evaluate(
     policy: MobileVLAPolicy,
-    batches: WindowBatches,
+    batches: FrameBatches,
     windows: Windows,
-    micro_batch: int,
+    micro_batches: list[np.ndarray],
     trainer: Trainer,
     action_names: tuple[str, ...],
     bound: float,
@@ -97,10 +103,10 @@ def evaluate(
     loss_sum, count = 0.0, 0
     abs_err = torch.zeros(len(action_names), dtype=torch.float64)
     agree, real = 0, 0
-    for start in range(0, len(windows), micro_batch):
-        batch = batches(windows, np.arange(start, min(start + micro_batch, len(windows))))
+    for indices in micro_batches:
+        batch = batches(windows, indices)
         with trainer.autocast():
-            pred = policy(batch["pixels"], batch["input_ids"], batch["attention_mask"])
+            pred = predict(policy, batch)
         s, n = policy.compute_loss(pred, batch["target"], batch["mask"])
         loss_sum, count = loss_sum + s.item(), count + int(n)
         mask = batch["mask"].bool()
@@ -129,12 +135,16 @@ def restore_checkpoint(directory: Path, policy: MobileVLAPolicy, trainer: Traine
     return load_training_state(directory, trainer)
 
 
-def describe(cfg: TrialConfig, plan: BatchPlan, trainer: Trainer, policy: MobileVLAPolicy) -> dict:
+def describe(
+    plan: BatchPlan, trainer: Trainer, policy: MobileVLAPolicy, frames_cap: int, feature_cache: str
+) -> dict:
     """Derived values worth logging beside the hyperparameters."""
     counts = parameter_counts(policy)
     return {
         "micro_batch_size": plan.micro_batch_size,
         "accumulation": plan.accumulation,
+        "micro_batch_frames": frames_cap,
+        "feature_cache": feature_cache,
         "steps_per_epoch": plan.steps_per_epoch,
         "warmup_steps": plan.warmup_steps,
         "precision": trainer.precision,
@@ -155,42 +165,50 @@ def train(
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
 
-    # --- set-up: data, model, precision, optimizer, position
+    # --- set-up: data, model, precision, optimizer, features, position
     torch.manual_seed(cfg.train.seed)
     if data is None:
         data = load_dataset(cfg.data)
     policy, tokenizer = build_policy(cfg.model, data.instructions)
+    weights = weights_key(policy)  # of the fp32 weights, before any cast
     plan = plan_batches(cfg.train, len(data.train))
+    frames_cap = frames_per_micro_batch(cfg.batching, plan, cfg.data.window_size)
     trainer = Trainer(policy, cfg.train, plan)
     policy.to(trainer.device)
     if trainer.precision != "fp32":
         cast_frozen(policy, torch.bfloat16 if trainer.precision == "bf16" else torch.float16)
-    batches = WindowBatches(data, tokenizer, trainer.device)
+    features, feature_cache = image_features_for(policy, data, cfg, trainer.precision, weights)
+    batches = FrameBatches(data, tokenizer, trainer.device, cfg.batching.frame_dedup, features)
+    val_batches = split_by_frames(
+        np.arange(len(data.val)), data.val.frames, frames_cap, cfg.batching.frame_dedup
+    )
     loss_fn = batch_loss(policy)
     start_epoch = restore_checkpoint(Path(checkpoint_dir), policy, trainer) if checkpoint_dir else 0
-    derived = describe(cfg, plan, trainer, policy)
+    derived = describe(plan, trainer, policy, frames_cap, feature_cache)
 
     # --- the loop: one epoch = one report
     for epoch in range(start_epoch, cfg.train.max_epochs):
         started = time.perf_counter()
-        losses, norms = [], []
-        for micro_indices in step_batches(
-            epoch_order(len(data.train), cfg.train.seed, epoch), plan, cfg.train.batch_size
+        losses, norms, rows = [], [], 0
+        for step in epoch_steps(
+            data.train, cfg.batching, plan, cfg.train.batch_size, frames_cap, cfg.train.seed, epoch
         ):
-            micro_batches = [batches(data.train, idx) for idx in micro_indices]
+            micro_batches = [batches(data.train, indices) for indices in step]
             loss, norm = trainer.step(micro_batches, loss_fn, count_targets)
             losses.append(loss)
             norms.append(norm)
+            rows += sum(batch["rows"] for batch in micro_batches)
         train_seconds = time.perf_counter() - started
 
         samples = plan.steps_per_epoch * cfg.train.batch_size
         metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
+        metrics["frame_passes_per_window"] = rows / samples
         if len(data.val):
             metrics |= evaluate(
                 policy,
                 batches,
                 data.val,
-                plan.micro_batch_size,
+                val_batches,
                 trainer,
                 data.action_names,
                 data.action_bound,

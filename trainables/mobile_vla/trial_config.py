@@ -13,6 +13,7 @@ from typing import Any
 from trainables.config import ConfigError, route
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig
+from trainables.mobile_vla.frame_batches import BatchingConfig
 from trainables.training import TrainConfig
 
 
@@ -26,10 +27,17 @@ class TrialConfig:
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    batching: BatchingConfig
     run: RunOptions
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "run": RunOptions}
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "batching": BatchingConfig,
+    "run": RunOptions,
+}
 
 
 def parse_config(flat: dict[str, Any]) -> TrialConfig:
@@ -40,4 +48,10 @@ def parse_config(flat: dict[str, Any]) -> TrialConfig:
         data = dataclasses.replace(parts["data"], image_size=model.image_size())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return TrialConfig(data=data, model=model, train=parts["train"], run=parts["run"])
+    return TrialConfig(
+        data=data,
+        model=model,
+        train=parts["train"],
+        batching=parts["batching"],
+        run=parts["run"],
+    )

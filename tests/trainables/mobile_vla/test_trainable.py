@@ -21,12 +21,9 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     load_backbone,
     load_trainable,
 )
-from trainables.mobile_vla.trainable import (
-    WindowBatches,
-    evaluate,
-    parse_config,
-    train,
-)
+from trainables.mobile_vla.frame_batches import FrameBatches, split_by_frames
+from trainables.mobile_vla.tokenizer import encode_instructions
+from trainables.mobile_vla.trainable import evaluate, parse_config, train
 from trainables.mobile_vla.windows import Windows
 from trainables.training import STATE_FILE, Trainer, TrainingError, plan_batches
 
@@ -72,16 +69,24 @@ def untrained_metrics(demo_dir, data):
     torch.manual_seed(cfg.train.seed)
     policy, tokenizer = build_policy(cfg.model, data.instructions)
     trainer = Trainer(policy, cfg.train, plan_batches(cfg.train, len(data.train)))
-    batches = WindowBatches(data, tokenizer, torch.device("cpu"))
-    return evaluate(policy, batches, data.val, 16, trainer, data.action_names, data.action_bound)
+    batches = FrameBatches(data, tokenizer, torch.device("cpu"), dedup=True)
+    micro = split_by_frames(np.arange(len(data.val)), data.val.frames, 128, dedup=True)
+    return evaluate(policy, batches, data.val, micro, trainer, data.action_names, data.action_bound)
+
+
+def window_inputs(data, tokenizer, indices):
+    """Per-window model inputs: (B, window, H, W, 3) pixels and each window's instruction."""
+    ids, mask = encode_instructions(tokenizer, data.instructions)
+    episodes = torch.from_numpy(data.val.episode[indices])
+    return torch.from_numpy(data.images[data.val.frames[indices]]), ids[episodes], mask[episodes]
 
 
 def test_validation_loss_and_mae_fall_within_a_few_epochs(demo_dir, demo_data, tmp_path):
     before = untrained_metrics(demo_dir, demo_data)
     record = Recorder(tmp_path)
-    derived = train(config(demo_dir, max_epochs=3), record, data=demo_data)
+    derived = train(config(demo_dir, max_epochs=5), record, data=demo_data)
     first, last = record.metrics[0], record.metrics[-1]
-    assert [m["epoch"] for m in record.metrics] == [1, 2, 3]
+    assert [m["epoch"] for m in record.metrics] == [1, 2, 3, 4, 5]
     assert last["val_loss"] < 0.8 * before["val_loss"]
     assert last["val_loss"] < first["val_loss"]
     assert last["mae_linear_x"] < before["mae_linear_x"]
@@ -179,11 +184,11 @@ def test_checkpoint_adapter_loads_with_peft_and_reproduces_predictions(
     torch.manual_seed(cfg.train.seed)
     reference, _ = build_policy(cfg.model, demo_data.instructions)
     load_trainable(reference, checkpoint)
-    batch = WindowBatches(demo_data, tokenizer, torch.device("cpu"))(demo_data.val, np.arange(4))
+    inputs = window_inputs(demo_data, tokenizer, np.arange(4))
     policy.eval(), reference.eval()
     with torch.no_grad():
-        expected = reference(batch["pixels"], batch["input_ids"], batch["attention_mask"])
-        got = policy(batch["pixels"], batch["input_ids"], batch["attention_mask"])
+        expected = reference(*inputs)
+        got = policy(*inputs)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
