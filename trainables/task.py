@@ -35,6 +35,9 @@ class Task:
     # demo_data(flat) -> (flat with the demo data filled in, message); used when the user
     # names no data
     demo_data: Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
+    # precompute(flat, data, device) -> (data with what every trial can share computed
+    # once, e.g. frozen image features; one line saying what was done, or None)
+    precompute: Callable[[dict[str, Any], Any, str], tuple[Any, str | None]] | None = None
     # export_config(flat) -> the configuration in the task's reference format (JSON-able)
     export_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     # exceptions load_data raises for bad input (reported as one line, exit 2)

@@ -326,6 +326,22 @@ def check_storage(storage: Storage, shared: bool) -> None:
         )
 
 
+def precompute(prep: Prepared, gpu: float) -> Any:
+    """The shared data plus what every trial would otherwise compute itself (frozen image
+    features), computed once here on the device the trials train on."""
+    if prep.task.precompute is None or not prep.share_data or prep.data is None:
+        return prep.data
+    import torch
+
+    if gpu > 0 and not torch.cuda.is_available():
+        print("image features: computed once per node by the trials (this driver has no GPU)")
+        return prep.data
+    data, line = prep.task.precompute(prep.candidates[0], prep.data, "cuda" if gpu else "cpu")
+    if line:
+        print(line, flush=True)
+    return data
+
+
 def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
     # Ray's older console output honours verbose=0; the live view replaces its tables.
@@ -350,9 +366,10 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
         cpu = opts.cpus_per_trial or 1
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
+        data = precompute(prep, gpu)
         trainable = tune.with_resources(
             tune.with_parameters(
-                tune_function(prep.task.train), data=prep.data if prep.share_data else None
+                tune_function(prep.task.train), data=data if prep.share_data else None
             ),
             {"cpu": cpu, "gpu": gpu},
         )

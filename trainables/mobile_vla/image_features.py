@@ -179,3 +179,33 @@ def load_or_compute(
     seconds = time.perf_counter() - started
     store.save(key, values, {"dtype": precision, "frames": len(images), "seconds": seconds})
     return ImageFeatures(values, precision, weights, key), f"computed in {seconds:.1f} s"
+
+
+def precompute_for_sweep(cfg, data, device: str) -> tuple[object, str | None]:
+    """(data with the features attached, the line to print) before the trials start.
+
+    Builds the policy as a trial does (same seed, precision and cast) on `device`, the
+    device the trials train on."""
+    import dataclasses
+
+    from trainables.mobile_vla.modeling_mobile_vla import build_policy, cast_frozen
+    from trainables.training import resolve_device, resolve_precision
+
+    if not cfg.batching.feature_cache:
+        return data, "image features: computed per step (feature_cache: false)"
+    reason = cfg.model.image_side_trains()
+    if reason:
+        return data, f"image features: computed per step in each trial ({reason})"
+    torch.manual_seed(cfg.train.seed)
+    policy, _ = build_policy(cfg.model, data.instructions)
+    weights = weights_key(policy)
+    target = resolve_device(device)
+    precision = resolve_precision(cfg.train.precision, target)
+    policy.to(target)
+    if precision != "fp32":
+        cast_frozen(policy, DTYPES[precision])
+    store = FeatureStore.for_cache_dir(cfg.data.cache_dir)
+    features, how = load_or_compute(policy, data.images, precision, store, weights)
+    del policy
+    line = f"image features: {len(features)} frames, {features.megabytes:.1f} MB {precision}, {how}"
+    return dataclasses.replace(data, image_features=features), line

@@ -23,6 +23,13 @@ def train(config: dict[str, Any], report: Any, data: Any = None, checkpoint_dir:
     return run_trial(config, report, data=data, checkpoint_dir=checkpoint_dir)
 
 
+def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
+    """Frozen image features of every frame, once for the whole sweep."""
+    from trainables.mobile_vla.image_features import precompute_for_sweep
+
+    return precompute_for_sweep(parse_config(flat), data, device)
+
+
 def check_config(flat: dict[str, Any]) -> None:
     parse_config(flat)
 
@@ -60,6 +67,7 @@ TASK = Task(
     plan=plan,
     summary=summary,
     demo_data=demo_data,
+    precompute=precompute,
     export_config=to_robovlms,
     data_errors=(DataError,),
     keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
