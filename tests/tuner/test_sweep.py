@@ -66,6 +66,8 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
         params = child.data.params
         assert params["batch_size"] == "32" and params["micro_batch_size"] == "32"
         assert params["precision"] == "fp32" and int(params["trainable_params"]) > 0
+        assert params["feature_cache"] == "shared"  # the sweep's frozen image features
+        assert params["micro_batch_frames"] == str(32 * 8)
         history = client.get_metric_history(child.info.run_id, "val_loss")
         steps = [m.step for m in history]
         epochs = (
@@ -87,6 +89,9 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
 
     # The summary: sorted table, best config, adapter path, the mlflow ui command.
     out = run.stdout
+    features = [line for line in out.splitlines() if line.startswith("image features:")]
+    assert len(features) == 1 and " frames, " in features[0], out[:3000]
+    assert "computed in" in features[0]
     assert "best val_loss" in out and f"mlflow ui --backend-store-uri {uri}" in out
     assert "4 trials:" in out and "stopped early by ASHA, 0 failed" in out
     best_json = json.loads((tmp_path / "results" / "small" / "best.json").read_text())
@@ -182,6 +187,7 @@ def test_resume_after_the_driver_is_killed(sweep_args, write_space, tmp_path):
         ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "image features: " in resumed.stdout and ", reused" in resumed.stdout
     client, parents, children = sweep_runs(uri)
     assert len(parents) == 1 and len(children) == 4  # same runs, none duplicated
     assert {c.info.status for c in children} == {"FINISHED"}
