@@ -10,7 +10,7 @@ trains the same freshly built policy (same seed, config, windows, window order, 
 micro-batches) two ways:
 
   project - `trainables.mobile_vla.trainable.train()` itself. Timed per optimizer step:
-            one iteration of its loop, i.e. `WindowBatches` (gather + copy to the device)
+            one iteration of its loop, i.e. `FrameBatches` (gather + copy to the device)
             for every micro-batch, then `Trainer.step` with `count_targets` /
             `batch_loss` (autocast, scaled backward, one `.item()` per micro-batch,
             unscale, clip, scaler, LR scheduler, zero_grad, `float(grad_norm)`).
@@ -33,7 +33,7 @@ How the two are alternated (`--interleave`), `--rounds` times, each round on fre
 built models:
   step (default on CPU, where the machine is shared and noisy): both models live side by
        side; train() runs in a worker thread that the benchmark releases one optimizer
-       step at a time (its `step_batches` is wrapped, nothing else changes), alternating
+       step at a time (its `epoch_steps` is wrapped, nothing else changes), alternating
        with one plain step (the order flips every pair). Reported: samples/s from each
        one's median step time; `project / plain` is the median of the paired per-step
        ratios. On CUDA the plain loop then synchronizes once per step for its timing.
@@ -252,6 +252,11 @@ def trial_config(args: argparse.Namespace, data_dir: Path, model: str) -> dict[s
         "device": args.device,
         "seed": args.seed,
         "torch_threads": args.threads,
+        # The plain loop runs every frame of iid windows: the project's reference path
+        # (bench/frame_dedup.py measures frame sharing).
+        "batch_grouping": "window",
+        "frame_dedup": False,
+        "feature_cache": False,
     }
 
 
@@ -357,7 +362,7 @@ class _Abort(Exception):
 class ProjectSteps:
     """train() in a worker thread that runs one optimizer step per `step()` call.
 
-    `step_batches` in the trainable's module is wrapped: before handing out a step's
+    `epoch_steps` in the trainable's module is wrapped: before handing out a step's
     micro-batch indices the worker parks until released, and the time from its release
     to train() asking for the next step is that step's time (one iteration of train()'s
     loop). Between steps the worker is parked, so nothing of it runs during a plain step.
@@ -370,8 +375,8 @@ class ProjectSteps:
         self.steps_run = 0
         self._seconds: float | None = None
         self._error: BaseException | None = None
-        self._original = trainable_module.step_batches
-        self._patch = mock.patch.object(trainable_module, "step_batches", self._gated)
+        self._original = trainable_module.epoch_steps
+        self._patch = mock.patch.object(trainable_module, "epoch_steps", self._gated)
         self._patch.start()
         self._thread = threading.Thread(target=self._run, args=(config, data), daemon=True)
         self._thread.start()
@@ -417,7 +422,7 @@ class ProjectSteps:
             if not self._parked:
                 raise BenchError(
                     f"train() finished after {self.steps_run} steps, before the benchmark's "
-                    "last one (0: its loop no longer calls trainable.step_batches?)"
+                    "last one (0: its loop no longer calls trainable.epoch_steps?)"
                 )
             self._seconds, self._go = None, True
             self._cond.notify_all()
@@ -675,7 +680,7 @@ def report(
         f"x {args.steps_per_epoch} steps; interleaved per {args.interleave}"
     )
     print(
-        "timed: project = train()'s loop body per step (WindowBatches for each micro-batch "
+        "timed: project = train()'s loop body per step (FrameBatches for each micro-batch "
         "+ Trainer.step); plain = gather, forward, loss, backward, clip, AdamW. Not timed: "
         "set-up, warm-up epochs (incl. the first-step guard), end-of-epoch "
         "metrics/checkpoint/report (no validation windows)"
