@@ -1,10 +1,12 @@
-"""The default grid with ASHA against the same grid at full budget (FIFO), in one go.
+"""The default grid with ASHA, without the feature cache, and at full budget (FIFO), in one go.
 
     python bench/sweep.py [--space grid_robovlms] [-- extra tuner.run arguments]
 
-Runs `python -m tuner.run` twice in a temporary folder (same data, same machine, one
-after the other) and prints:
-  - wall time of each sweep;
+Runs `python -m tuner.run` three times in a temporary folder (same data, same machine, one
+after the other): the default sweep (ASHA, frozen image features computed once), the same
+with `--set feature_cache=false` (every trial runs the vision tower per step), and the
+full grid (FIFO). Prints:
+  - wall time of each sweep, and default / no-cache;
   - trial-epochs ASHA used, as a share of the full grid's;
   - whether ASHA's best configuration is the full grid's best, and the val_loss gap;
   - slot utilization: training seconds / (wall x parallel slots);
@@ -100,8 +102,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         workdir = Path(tmp)
         common = ["--space", args.space, "--storage-path", str(workdir / "results"), *args.extra]
+        asha = [*common, "--scheduler", "asha"]
         runs = {
-            "asha": run_sweep("asha", [*common, "--scheduler", "asha"], workdir),
+            "asha": run_sweep("asha", asha, workdir),
+            "nocache": run_sweep("nocache", [*asha, "--set", "feature_cache=false"], workdir),
             "fifo": run_sweep("fifo", [*common, "--scheduler", "fifo"], workdir),
         }
         trials = {k: read_trials(workdir / "results" / k, args.metric) for k in runs}
@@ -134,6 +138,10 @@ def main() -> None:
         f"= {asha_epochs / fifo_epochs:.2f}"
     )
     print(f"wall time ASHA / full grid:    {runs['asha']['wall'] / runs['fifo']['wall']:.2f}")
+    print(
+        f"wall time with / without the feature cache: "
+        f"{runs['asha']['wall'] / runs['nocache']['wall']:.2f}"
+    )
     print(f"ASHA best: {key(asha_best)}  {args.metric} {asha_best['value']:.4f}")
     print(f"grid best: {key(fifo_best)}  {args.metric} {fifo_best['value']:.4f}")
     same = key(asha_best) == key(fifo_best)
