@@ -157,7 +157,7 @@ def test_resumed_run_matches_uninterrupted_run_exactly(demo_dir, demo_data, tmp_
         trained_weights(straight.checkpoint(3)),
     )
     assert all(torch.equal(final[k], reference[k]) for k in reference)
-    state = torch.load(resumed.checkpoint(3) / STATE_FILE, weights_only=False)
+    state = torch.load(resumed.checkpoint(3) / STATE_FILE, weights_only=True)
     assert state["epochs_done"] == 3 and state["trainer"]["global_step"] == 9
 
 

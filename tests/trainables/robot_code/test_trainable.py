@@ -165,7 +165,7 @@ def test_resumed_run_matches_uninterrupted_run_exactly(tmp_path):
     reference = load_file(straight.checkpoint(3) / "adapter" / "adapter_model.safetensors")
     assert final.keys() == reference.keys()
     assert all(torch.equal(final[k], reference[k]) for k in reference)
-    state = torch.load(resumed.checkpoint(3) / STATE_FILE, weights_only=False)
+    state = torch.load(resumed.checkpoint(3) / STATE_FILE, weights_only=True)
     assert state["epochs_done"] == 3 and state["trainer"]["global_step"] == 12
 
 
