@@ -13,6 +13,12 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+def format_rate(value: float) -> str:
+    """A rate people can read at any speed: whole numbers from 100 up, else 3 significant
+    digits (a slow model's 0.042 samples/s must not print as 0)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 class Progress:
     """Counts files and frames; redraws in place on a TTY, else prints every `every` files."""
 

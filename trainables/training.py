@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
+import re
 import resource
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -167,9 +169,14 @@ def step_batches(order: np.ndarray, plan: BatchPlan, batch_size: int) -> Iterato
 
 
 def rng_state() -> dict:
+    """Every RNG the loop draws from, as tensors and plain values only: the file must load
+    with `torch.load(weights_only=True)`, which refuses numpy arrays (and any code)."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(internal), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
+        "numpy_gauss": {"has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -178,8 +185,10 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python, numpy_state, gauss = state["python"], state["numpy"], state["numpy_gauss"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy_state["pos"], gauss["has_gauss"], gauss["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -199,6 +208,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.global_step = 0
+        self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.precision)
@@ -230,11 +240,15 @@ class Trainer:
             self._check_first_step(loss_sum)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        self.scaler.step(self.optimizer)
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)  # skipped by the scaler on inf/NaN gradients
         self.scaler.update()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
+        if self.scaler.get_scale() < scale:  # the scaler backs off only after a skip
+            self.skipped_steps += 1  # no update happened: schedule and count stay put
+        else:
+            self.scheduler.step()
+            self.global_step += 1
         return loss_sum / total, float(grad_norm)
 
     def _check_first_step(self, loss_sum: float) -> None:
@@ -258,6 +272,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "global_step": self.global_step,
+            "skipped_steps": self.skipped_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -265,6 +280,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.global_step = state["global_step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
 
 
 def save_training_state(directory: Path, trainer: Trainer, epoch: int, flat: dict) -> None:
@@ -276,9 +292,28 @@ def save_training_state(directory: Path, trainer: Trainer, epoch: int, flat: dic
     (directory / TRIAL_CONFIG_FILE).write_text(text)
 
 
+def read_training_state(path: Path) -> dict:
+    """The state file as tensors and plain values; never runs code from it.
+
+    Checkpoints live on shared storage (NFS, S3): whoever can write there must not be
+    able to run code in every trial, so anything but tensors and plain values is refused.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        reason = found.group(1).split(". ")[0].rstrip(".") if found else "not loadable"
+        raise TrainingError(
+            f"{path}: refused: it holds more than tensors and plain values ({reason}); "
+            "tampered with, or not written by this version of vla-tune"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise TrainingError(f"{path}: cannot read the training state ({exc})") from None
+
+
 def load_training_state(directory: Path, trainer: Trainer) -> int:
     """Restore trainer state and RNG; returns the epochs already done."""
-    state = torch.load(directory / STATE_FILE, weights_only=False)  # our own file
+    state = read_training_state(directory / STATE_FILE)
     trainer.load_state_dict(state["trainer"])
     set_rng_state(state["rng"])
     return state["epochs_done"]
@@ -301,4 +336,5 @@ def trial_metrics(
         "lr": trainer.lr,
         "samples_per_s": samples / seconds,
         "train_seconds": seconds,
+        "skipped_steps": trainer.skipped_steps,
     }

@@ -20,6 +20,11 @@ from tuner.summary import BEST_FILE
 SKIPPED = {"training_state.pt", "trial_config.json"}
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuner.export", description=__doc__)
     parser.add_argument("--name", help="sweep name (default: the most recent sweep)")
@@ -42,18 +47,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
+    checkpoint = Path(best["checkpoint"]) if best.get("checkpoint") else None
+    if checkpoint is None or not checkpoint.is_dir():
+        print(
+            f"error: checkpoint {best.get('checkpoint')} is not a folder on this machine "
+            "(export where the sweep's storage is mounted)",
+            file=sys.stderr,
+        )
+        return 2
     from trainables.task import get_task
 
     task = get_task(best["trainable"])
+    try:
+        config = task.export_config(best["config"]) if task.export_config else best["config"]
+    except (ValueError, OSError) as exc:  # e.g. a model folder this machine does not have
+        print(f"error: {storage.experiment_uri}/{BEST_FILE}: {one_line(exc)}", file=sys.stderr)
+        return 2
     out = Path(args.out or Path("exported") / storage.name)
     out.mkdir(parents=True, exist_ok=True)
-    config = task.export_config(best["config"]) if task.export_config else best["config"]
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     (out / "trial_config.json").write_text(json.dumps(best["config"], indent=2, default=str) + "\n")
-    checkpoint = Path(best["checkpoint"]) if best.get("checkpoint") else None
-    if checkpoint is None or not checkpoint.is_dir():
-        print(f"error: checkpoint {best.get('checkpoint')} is not a local folder", file=sys.stderr)
-        return 2
     copied = []
     for source in sorted(checkpoint.iterdir()):
         if source.name in SKIPPED:

@@ -26,7 +26,8 @@ SWEEP_TAG = "vla_tune.sweep_id"
 TRIAL_TAG = "vla_tune.trial_id"
 ROLE_TAG = "vla_tune.role"
 STOP_TAG = "vla_tune.stopped"
-NODE_TAG = "vla_tune.node"
+NODE_TAG = "vla_tune.node"  # where the trial runs now
+NODES_TAG = "vla_tune.nodes"  # every node it ran on, in order (a retry may move it)
 # Ray's own bookkeeping in every result: not metrics of the model.
 RAY_KEYS = {
     "training_iteration", "time_this_iter_s", "timestamp", "done", "trial_id", "date",
@@ -68,6 +69,15 @@ def flat_params(values: dict[str, Any], prefix: str = "") -> list[Param]:
         else:
             params.append(Param(f"{prefix}{key}", str(value)[:6000]))
     return params
+
+
+def node_tags(node: str, history: str) -> list[RunTag]:
+    """The current node, and the comma list of nodes so far with this one appended
+    when it differs from the last (a retry on another node moves the trial)."""
+    nodes = history.split(",") if history else []
+    if not nodes or nodes[-1] != node:
+        nodes.append(node)
+    return [RunTag(NODE_TAG, node), RunTag(NODES_TAG, ",".join(nodes))]
 
 
 def model_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -176,6 +186,7 @@ class MLflowTrialCallback(Callback):
         self.runs: dict[str, str] = {}  # trial_id -> run id
         self.logged_step: dict[str, int] = {}  # trial_id -> last metric step in MLflow
         self.derived_logged: set[str] = set()
+        self.nodes: dict[str, str] = {}  # trial_id -> node of its last result
 
     def __getstate__(self) -> dict:
         return {
@@ -218,11 +229,14 @@ class MLflowTrialCallback(Callback):
         if trial.trial_id not in self.derived_logged and isinstance(result.get("derived"), dict):
             params = flat_params(result["derived"])
             self.derived_logged.add(trial.trial_id)
-            node = result.get("node_ip") or result.get("hostname")
-            if node:
-                tags.append(RunTag(NODE_TAG, str(node)))
         else:
             params = []
+        node = str(result.get("node_ip") or result.get("hostname") or "")
+        if node and self.nodes.get(trial.trial_id) != node:
+            # The history lives in MLflow, so it survives a restarted driver (--resume).
+            history = self.tracker.client.get_run(run_id).data.tags.get(NODES_TAG, "")
+            tags += node_tags(node, history)
+            self.nodes[trial.trial_id] = node
         if step <= self.logged_step[trial.trial_id]:
             metrics = []  # logged before an interruption: never twice
         else:

@@ -14,6 +14,43 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 
 
+def dockerignore_rules() -> list[tuple[bool, re.Pattern]]:
+    """(is an exception, regex) per line of .dockerignore, with Docker's semantics:
+    relative to the context root, leading/trailing slashes dropped, `*` and `?` within one
+    path segment, `**` across any number of segments (`**/` also matches none)."""
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.lstrip("!").strip().strip("/")
+        assert "[" not in pattern and "\\" not in pattern, f"matcher here lacks {pattern}"
+        regex, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            else:
+                regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        rules.append((negated, re.compile(regex)))
+    return rules
+
+
+def dockerignored(path: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Excluded when the last rule matching the path or one of its parent folders (a
+    matched folder is not sent at all) is not an exception."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for negated, regex in rules:
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
 def readme_install() -> str:
     lines = (REPO / "README.md").read_text().splitlines()
     found = [line.split("#")[0].strip() for line in lines if line.startswith("pip install ")]
@@ -117,3 +154,51 @@ def test_cluster_doc_submit_command_parses():
         assert tail[:3] == ["python", "-m", "tuner.run"]
         build_parser().parse_args(tail[3:])
         assert "--runtime-env-json" in argv
+
+
+def test_dockerignore_keeps_outputs_data_and_secrets_out_of_the_image():
+    # The build context is the repository root, where .dockerignore must be.
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    build = compose["services"]["mlflow"]["build"]
+    assert (DOCKER / build["context"]).resolve() == REPO
+    copies = [args.split()[-2:] for instruction, args in dockerfile() if instruction == "COPY"]
+    assert [".", "/home/ray/vla-tune"] in copies
+    rules = dockerignore_rules()
+    leaks = [
+        ".git/HEAD",
+        ".git/objects/ab/cdef",
+        "mlruns/mlflow.db",
+        "mlruns/artifacts/1/abc/artifacts/results.csv",
+        "ray_results/grid-robovlms-20250101-120000/best.json",
+        "ray_results/s/lr=1e-4/checkpoint_000002/training_state.pt",
+        "exported/grid-robovlms/adapter/adapter_model.safetensors",
+        "checkpoints/best/head.safetensors",
+        "runs/old/checkpoint_000001/adapter/adapter_config.json",
+        "weights.pt",
+        "data/episode_20251114_101500_1box_vert_left.h5",
+        "demo_episodes/episode_20250101_000000_1box_hori_left.h5",
+        "elsewhere/episodes/episode_1.h5",
+        "models/kosmos-2-patch14-224/config.json",
+        ".cache/vla-tune/decoded/ab/ab12_224x224_v1.npy",
+        "tuner/__pycache__/run.cpython-311.pyc",
+        "vla_tune.egg-info/PKG-INFO",
+        ".pytest_cache/v/cache/lastfailed",
+        ".venv/bin/python",
+        "docker/auth_token",
+        "auth_token",
+        ".ray/auth_token",
+        "secrets/cluster.token",
+        ".env",
+        "docker/.env",
+        ".env.local",
+        "docker/tls/server.key",
+    ]
+    assert [p for p in leaks if not dockerignored(p, rules)] == []
+    # Everything the install and the image need is still sent.
+    source = ["tuner/run.py", "pyproject.toml", "README.md", "docker/Dockerfile", ".ci/run"]
+    source += [p.relative_to(REPO).as_posix() for p in REPO.glob("tuner/**/*.py")]
+    source += [p.relative_to(REPO).as_posix() for p in REPO.glob("trainables/**/*.py")]
+    source += [p.relative_to(REPO).as_posix() for p in REPO.glob("search_spaces/*.yaml")]
+    source += [p.relative_to(REPO).as_posix() for p in REPO.glob("tests/**/*.py")]
+    assert "trainables/mobile_vla/decode_cache.py" in source
+    assert [p for p in source if dockerignored(p, rules)] == []

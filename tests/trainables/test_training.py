@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
 from trainables.training import (
+    STATE_FILE,
     TrainConfig,
     Trainer,
     TrainingError,
     build_optimizer,
     epoch_order,
+    load_training_state,
     lr_scale,
     plan_batches,
     resolve_precision,
+    save_training_state,
     step_batches,
+    trial_metrics,
 )
 
 
@@ -167,3 +173,84 @@ def test_guards_name_the_problem():
         trainer.step([(x, y)], zero_loss, lambda b: 16)
     with pytest.raises(TrainingError, match="no real \\(unmasked\\) targets"):
         trainer.step([(x, y)], loss_of(model), lambda b: 0)
+
+
+def test_skipped_fp16_step_moves_neither_schedule_nor_step_count():
+    """A real GradScaler (CPU, enabled) skips the step with an infinite gradient; the
+    schedule must stay where it is and the skip must be counted and reported."""
+    x, y = regression_batches()
+    model = Regression()
+    model.unused.requires_grad_(False)
+    cfg = TrainConfig(batch_size=16, learning_rate=0.1, warmup_ratio=4.0)  # lr grows per step
+    trainer = Trainer(model, cfg, plan_batches(cfg, 16))
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    count = lambda b: len(b[0])  # noqa: E731
+    trainer.step([(x, y)], loss_of(model), count)
+    lr, weight = trainer.lr, model.linear.weight.detach().clone()
+    assert trainer.global_step == 1 and trainer.scheduler.last_epoch == 1
+
+    def overflowing(batch):
+        loss, n = loss_of(model)(batch)
+        return loss * math.inf, n
+
+    trainer.step([(x, y)], overflowing, count)
+    assert (trainer.global_step, trainer.scheduler.last_epoch, trainer.skipped_steps) == (1, 1, 1)
+    assert trainer.lr == lr and torch.equal(model.linear.weight, weight)
+    assert trial_metrics(0, [1.0], [1.0], trainer, 16, 1.0)["skipped_steps"] == 1
+    assert trainer.state_dict()["skipped_steps"] == 1
+
+    trainer.step([(x, y)], loss_of(model), count)
+    assert (trainer.global_step, trainer.scheduler.last_epoch, trainer.skipped_steps) == (2, 2, 1)
+    assert trainer.lr > lr
+
+
+def small_trainer() -> Trainer:
+    model = Regression()
+    model.unused.requires_grad_(False)
+    cfg = TrainConfig(batch_size=16)
+    return Trainer(model, cfg, plan_batches(cfg, 16))
+
+
+def draws() -> tuple:
+    return random.random(), np.random.normal(size=3).tolist(), torch.rand(3).tolist()
+
+
+def test_training_state_restores_every_rng_exactly_from_plain_tensors(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.normal()  # leaves a cached Gaussian in numpy's legacy state
+    trainer = small_trainer()
+    save_training_state(tmp_path, trainer, 2, {"seed": 0})
+    expected = draws()
+    # Loadable without unpickling any code: only tensors and plain values inside.
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["epochs_done"] == 3
+    draws()
+    assert load_training_state(tmp_path, small_trainer()) == 3
+    assert draws() == expected
+
+
+class RunsCode:
+    """What a tampered checkpoint could hold: unpickling it calls open(marker, "w")."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_tampered_training_state_is_refused_without_running_it(tmp_path, writer):
+    import pickle
+
+    marker = tmp_path / "code_ran"
+    state = {"trainer": RunsCode(marker), "rng": {}, "epochs_done": 1}
+    if writer == "torch.save":
+        torch.save(state, tmp_path / STATE_FILE)
+    else:  # a plain pickle where the state file belongs
+        (tmp_path / STATE_FILE).write_bytes(pickle.dumps(state, protocol=2))
+    with pytest.raises(TrainingError) as info:
+        load_training_state(tmp_path, small_trainer())
+    assert not marker.exists()
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / STATE_FILE}: refused") and "\n" not in message
+    assert "io.open" in message  # what it tried to call

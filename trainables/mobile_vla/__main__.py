@@ -20,6 +20,7 @@ from trainables.mobile_vla.dataset import DataError
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.trainable import train
 from trainables.mobile_vla.trial_config import parse_config
+from trainables.progress import format_rate
 from trainables.training import TrainingError
 
 
@@ -30,7 +31,7 @@ def format_metrics(metrics: dict[str, Any], max_epochs: int) -> str:
         parts.append(f"dir_acc {metrics['direction_acc']:.3f}")
         parts += [f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith("mae_")]
     parts.append(f"lr {metrics['lr']:.2e}")
-    parts.append(f"{metrics['samples_per_s']:.0f} samples/s")
+    parts.append(f"{format_rate(metrics['samples_per_s'])} samples/s")
     return "  ".join(parts)
 
 

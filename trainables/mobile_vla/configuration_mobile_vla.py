@@ -136,6 +136,8 @@ class ModelConfig:
         """
         if self.is_tiny:
             return (self.tiny_image_size, self.tiny_image_size)
+        if self.model.startswith((".", "/", "~")) and not self.is_local:  # a path, not a hub id
+            raise ValueError(f"model: {self.model} is not a folder on this machine")
         from transformers import Kosmos2Config
 
         try:

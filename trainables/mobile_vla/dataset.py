@@ -146,14 +146,16 @@ def inspect_all(paths: list[Path], cfg: DataConfig) -> tuple[list[EpisodeInfo], 
     return infos, instructions, errors
 
 
-def load_frames(path: str, size: tuple[int, int], cache_root: str) -> tuple[np.ndarray, bool]:
+def load_frames(
+    path: str, size: tuple[int, int], cache_root: str, num_frames: int | None = None
+) -> tuple[np.ndarray, bool]:
     """Decoded frames of one file from the cache, decoding and storing them on a miss.
 
     Returns (frames, was_cached). Runs in a worker process, so takes only plain values.
     """
     cache = DecodeCache(cache_root)
     digest = cache.digest(path)
-    frames = cache.get(digest, size)
+    frames = cache.get(digest, size, num_frames)
     if frames is not None:
         return frames, True
     frames = decode_images(path, size)
@@ -179,6 +181,7 @@ def decode_all(
     """Frames for every episode (None where decoding failed), the errors, and cache hits."""
     cache_root = str(DecodeCache(cfg.cache_dir).root)
     paths = [info.path for info in infos]
+    counts = [info.num_frames for info in infos]
     bar = Progress("decoding episodes", len(paths), stream=stream, enabled=progress)
     results: list[np.ndarray | None] = [None] * len(paths)
     errors: list[EpisodeError] = []
@@ -205,7 +208,8 @@ def decode_all(
             # spawn, not fork: the caller may already hold torch/Ray threads.
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 futures = {
-                    i: pool.submit(load_frames, paths[i], cfg.image_size, cache_root) for i in todo
+                    i: pool.submit(load_frames, paths[i], cfg.image_size, cache_root, counts[i])
+                    for i in todo
                 }
                 for i, future in futures.items():
                     run(i, future.result)
@@ -214,7 +218,7 @@ def decode_all(
             # e.g. a __main__ that spawn cannot re-import (python -, notebooks): go serial.
             pass
     for i in todo:
-        run(i, lambda i=i: load_frames(paths[i], cfg.image_size, cache_root))
+        run(i, lambda i=i: load_frames(paths[i], cfg.image_size, cache_root, counts[i]))
     return results, errors, hits
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,19 +63,43 @@ class DecodeCache:
             _write_atomic(memo, f"{stamp} {digest}".encode())
         return digest
 
-    def get(self, digest: str, size: tuple[int, int]) -> np.ndarray | None:
+    def get(
+        self, digest: str, size: tuple[int, int], num_frames: int | None = None
+    ) -> np.ndarray | None:
+        """The cached frames, or None on a miss. A truncated entry, or one that is not
+        (num_frames, height, width, 3) uint8, is a miss with a warning naming it: the
+        episode is decoded again and the entry rewritten, never a traceback later on."""
         path = self.entry(digest, size)
         try:
-            return np.load(path)
+            frames = np.load(path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):  # a damaged entry is a miss, not a failure
-            return None
+        except (OSError, ValueError, EOFError) as exc:
+            return _damaged(path, f"unreadable ({exc})")
+        problem = entry_problem(frames, size, num_frames)
+        return _damaged(path, problem) if problem else frames
 
     def put(self, digest: str, size: tuple[int, int], frames: np.ndarray) -> Path:
         path = self.entry(digest, size)
         _write_atomic(path, frames)
         return path
+
+
+def entry_problem(frames: np.ndarray, size: tuple[int, int], num_frames: int | None) -> str:
+    """What is wrong with a loaded entry ("" when nothing): decoded frames are always
+    (T, height, width, 3) uint8."""
+    if frames.dtype != np.uint8:
+        return f"dtype {frames.dtype}, expected uint8"
+    count_ok = num_frames is None or (frames.ndim > 0 and frames.shape[0] == num_frames)
+    if frames.ndim != 4 or frames.shape[1:] != (*size, 3) or not count_ok:
+        count = "T" if num_frames is None else num_frames
+        return f"shape {frames.shape}, expected ({count}, {size[0]}, {size[1]}, 3)"
+    return ""
+
+
+def _damaged(path: Path, problem: str) -> None:
+    warnings.warn(f"decode cache entry {path}: {problem}; decoding again", stacklevel=3)
+    return None
 
 
 def _write_atomic(path: Path, payload: bytes | np.ndarray) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.config import ConfigError, read_config
+from trainables.progress import format_rate
 from trainables.training import TrainingError
 
 PROG = "python -m trainables.robot_code"
@@ -29,7 +30,7 @@ def format_metrics(metrics: dict[str, Any], max_epochs: int) -> str:
         parts.append(f"exact_match {metrics['exact_match']:.3f}")
         parts.append(f"parse_rate {metrics['parse_rate']:.3f}")
     parts.append(f"lr {metrics['lr']:.2e}")
-    parts.append(f"{metrics['samples_per_s']:.0f} samples/s")
+    parts.append(f"{format_rate(metrics['samples_per_s'])} samples/s")
     return "  ".join(parts)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -209,3 +210,37 @@ def test_unchanged_files_are_not_hashed_again(tmp_path, monkeypatch):
     (tmp_path / "data" / "episode_20251114_100000_1box_vert_left.h5").touch()
     load_dataset(cfg, progress=False)
     assert [p.name for p in hashed] == ["episode_20251114_100000_1box_vert_left.h5"]
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        ("truncated", "unreadable"),
+        ("other_size", r"shape \(10, 4, 4, 3\), expected \(10, 6, 8, 3\)"),
+        ("fewer_frames", r"shape \(5, 6, 8, 3\), expected \(10, 6, 8, 3\)"),
+        ("float", "dtype float32, expected uint8"),
+    ],
+)
+def test_damaged_cache_entry_is_decoded_again_with_a_warning(tmp_path, damage, problem):
+    paths = make_folder(tmp_path / "data", episodes=2)
+    cfg = config(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    first = load_dataset(cfg, progress=False)
+    entry = DecodeCache(cfg.cache_dir).entry(content_hash(paths[1]), (6, 8))
+    good = np.load(entry)
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    else:
+        bad = {
+            "other_size": np.zeros((10, 4, 4, 3), np.uint8),
+            "fewer_frames": good[:5],
+            "float": good.astype(np.float32),
+        }[damage]
+        with open(entry, "wb") as f:
+            np.save(f, bad)
+
+    with pytest.warns(
+        UserWarning, match=rf"decode cache entry {re.escape(str(entry))}: {problem}.*decoding again"
+    ):
+        again = load_dataset(cfg, progress=False)
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(np.load(entry), good)  # the entry is whole again

@@ -1,0 +1,81 @@
+"""`python -m tuner.export` on a machine that lacks what best.json points at."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tuner.storage import Storage
+from tuner.summary import BEST_FILE
+
+
+def write_sweep(root, checkpoint, model: str = "tiny") -> None:
+    """A finished sweep's best.json, as tuner.summary writes it."""
+    Storage(str(root), "sweep").write_json(
+        BEST_FILE,
+        {
+            "trial": "lr=0.001",
+            "trial_id": "abc_00000",
+            "metric": "val_loss",
+            "mode": "min",
+            "value": 0.25,
+            "epochs": 2,
+            "config": {"model": model, "data_dir": "/data/episodes", "learning_rate": 1e-3},
+            "checkpoint": str(checkpoint),
+            "space": "lora_tpe",
+            "trainable": "mobile_vla",
+        },
+    )
+
+
+def export(root, out) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.export", "--storage-path", str(root), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    folder = tmp_path / "results" / "sweep" / "trial" / "checkpoint_000001"
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / "head.safetensors").write_bytes(b"x")
+    (folder / "training_state.pt").write_bytes(b"x")
+    return folder
+
+
+def test_exports_a_local_checkpoint(tmp_path, checkpoint):
+    write_sweep(tmp_path / "results", checkpoint)
+    run = export(tmp_path / "results", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["learning_rate"] == 1e-3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "adapter", "config.json", "head.safetensors", "trial_config.json"
+    ]  # fmt: skip
+
+
+def test_missing_checkpoint_is_one_error_line_and_writes_nothing(tmp_path):
+    missing = tmp_path / "elsewhere" / "checkpoint_000002"
+    write_sweep(tmp_path / "results", missing)
+    run = export(tmp_path / "results", tmp_path / "out")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr == (
+        f"error: checkpoint {missing} is not a folder on this machine "
+        "(export where the sweep's storage is mounted)\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_folder_is_one_error_line_and_writes_nothing(tmp_path, checkpoint):
+    model = tmp_path / "models" / "kosmos-2-patch14-224"  # where the cluster had it
+    write_sweep(tmp_path / "results", checkpoint, model=str(model))
+    run = export(tmp_path / "results", tmp_path / "out")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
+    assert f"model: {model} is not a folder on this machine" in run.stderr
+    assert not (tmp_path / "out").exists()
