@@ -1,12 +1,19 @@
-"""In local mode every Ray service listens on loopback only."""
+"""The tuner's local Ray: loopback only, a session path its sockets fit in, and trial
+resources checked against what it has before anything is written."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 
 import psutil
+import pytest
 import ray
 
+from tests.tuner.conftest import SMALL_GRID
+from tests.tuner.test_bad_input import run_main
+from tuner import ray_start
 from tuner.run import start_ray
 
 
@@ -40,3 +47,41 @@ def test_no_ray_port_listens_beyond_loopback(monkeypatch):
         assert public == []
     finally:
         ray.shutdown()
+
+
+def test_long_tmpdir_starts_ray_in_a_short_folder(capsys, monkeypatch, tmp_path, ray_tmpdir):
+    long_tmp = tmp_path / ("t" * 70)  # HPC job folders and macOS's /var/folders/... are long
+    long_tmp.mkdir()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_TMPDIR")
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    # The short folder is normally /tmp/ray-<uid>; a test writes under its own folders.
+    monkeypatch.setattr(ray_start, "SHORT_ROOTS", (ray_tmpdir,))
+    short = os.path.join(ray_tmpdir, f"ray-{os.getuid()}")
+    start_ray(None)
+    try:
+        session = ray._private.worker.global_worker.node.get_session_dir_path()
+        assert session.startswith(short + "/session_")
+        assert ray.cluster_resources()["CPU"] >= 1
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert f"note: Ray's session is in {short} (TMPDIR is too long for its sockets)" in out
+
+
+@pytest.mark.parametrize(
+    "option,value", [("--gpus-per-trial", "99"), ("--cpus-per-trial", "10000")]
+)
+def test_trial_resources_no_node_has_are_refused(
+    capsys, monkeypatch, sweep_args, write_space, tmp_path, option, value
+):
+    # Ray would keep such trials pending forever; the tuner says what the cluster has.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), option, value))
+    assert code == 2, err
+    assert re.fullmatch(
+        rf"error: {option} {value}: no node of the cluster has that "
+        r"\(the cluster has 127\.0\.0\.1: \d+ CPU, \d+ GPU\)",
+        err,
+    ), err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
