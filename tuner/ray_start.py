@@ -1,4 +1,5 @@
-"""Start Ray for a sweep: join a cluster, or a local Ray on loopback in a short folder.
+"""Start Ray for a sweep (join a cluster, or a local Ray on loopback in a short folder),
+and check the cluster it found.
 
 Ray puts its session under `$RAY_TMPDIR/ray`, else (Linux) `$TMPDIR/ray`, else `/tmp/ray`,
 and its sockets at `<that>/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store`.
@@ -14,6 +15,7 @@ import os
 import sys
 
 from tuner.checks import BadInput
+from tuner.storage import Storage
 
 # The longest socket Ray creates in a session: a 7-digit pid is Linux's largest.
 SESSION = "session_2000-01-01_00-00-00_000000_4194304"
@@ -54,7 +56,7 @@ def local_temp_dir() -> str | None:
     """The temp folder to start a local Ray in: None when Ray's default fits, else a short
     folder of ours. Raises BadInput when RAY_TMPDIR is too long, or nothing short is usable."""
     default = default_temp_dir()
-    if fits(default):
+    if sys.platform == "win32" or fits(default):  # Windows: TCP, no unix sockets
         return None
     limit, length = socket_limit(), socket_path_length(default)
     room = limit - (length - len(default.encode())) - len("/ray")
@@ -99,3 +101,17 @@ def start_ray(address: str | None) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+
+
+def check_storage(storage: Storage, shared: bool) -> None:
+    """A local folder only works on a multi-node cluster when every node mounts it."""
+    import ray
+
+    if storage.remote or shared:
+        return
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1:
+        raise BadInput(
+            f"--storage-path {storage.root_uri} is a local folder and the cluster has {nodes} "
+            f"nodes: use s3://... or a folder every node mounts (NFS) with --shared-storage"
+        )

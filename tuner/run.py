@@ -32,7 +32,7 @@ from tuner.checks import (
     trial_resources,
 )
 from tuner.experiment import candidate_configs, describe_config
-from tuner.ray_start import local_temp_dir, start_ray
+from tuner.ray_start import check_storage, local_temp_dir, start_ray
 from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
 from tuner.storage import Storage
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default="ray_results", help="local dir, NFS or s3://")
     p.add_argument("--mlflow-uri", help="default sqlite:///./mlruns/mlflow.db")
     p.add_argument("--experiment", default="vla-tune", help="MLflow experiment name")
-    p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
+    p.add_argument("--name", help="sweep folder name (default <space>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument(
@@ -117,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a local --storage-path is the same folder on every node (NFS): allow multi-node",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="sets",
+        help="a config value (repeatable); a key the space searches is pinned to it",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
     return p
 
@@ -306,20 +313,6 @@ def print_dry_run(prep: Prepared) -> None:
             f"micro-batch {plan['micro_batch_size']:>3} x accumulation {plan['accumulation']:>3}, "
             f"{plan['steps_per_epoch']} steps/epoch,"
             f" warmup {plan['warmup_steps']} steps"
-        )
-
-
-def check_storage(storage: Storage, shared: bool) -> None:
-    """A local folder only works on a multi-node cluster when every node mounts it."""
-    import ray
-
-    if storage.remote or shared:
-        return
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    if nodes > 1:
-        raise BadInput(
-            f"--storage-path {storage.root_uri} is a local folder and the cluster has {nodes} "
-            f"nodes: use s3://... or a folder every node mounts (NFS) with --shared-storage"
         )
 
 
