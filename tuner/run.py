@@ -32,7 +32,7 @@ from tuner.checks import (
     trial_resources,
 )
 from tuner.experiment import candidate_configs, describe_config
-from tuner.ray_start import check_storage, local_temp_dir, start_ray
+from tuner.ray_start import check_storage, local_temp_dir, quiet_tune_output, start_ray
 from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
 from tuner.storage import Storage
 
@@ -318,11 +318,7 @@ def print_dry_run(prep: Prepared) -> None:
 
 def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
-    # Ray's older console output honours verbose=0; the live view replaces its tables.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune forces a state snapshot each time a trial saved num_to_keep checkpoints and
-    # warns when two come within 5 s: routine for short epochs, so that one warning is off.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    quiet_tune_output()
     import ray
     from ray import tune
 
