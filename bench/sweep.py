@@ -8,7 +8,8 @@ with `--set feature_cache=false` (every trial runs the vision tower per step), a
 full grid (FIFO). Prints:
   - wall time of each sweep, and default / no-cache;
   - trial-epochs ASHA used, as a share of the full grid's;
-  - whether ASHA's best configuration is the full grid's best, and the val_loss gap;
+  - whether ASHA's best configuration is the full grid's best (by the space's metric and
+    mode: lowest val_loss, highest exact_match), and the metric gap;
   - slot utilization: training seconds / (wall x parallel slots);
   - peak memory of the whole sweep: driver, Ray and workers together (summed RSS of the
     process tree, sampled every 0.2 s).
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from tuner.spaces import load_space
 
 
 def tree_rss(root: psutil.Process) -> int:
@@ -90,14 +93,22 @@ def read_trials(experiment: Path, metric: str) -> list[dict]:
     return trials
 
 
+def best(trials: list[dict], mode: str) -> dict:
+    """The best trial by the space's mode: lowest value for min, highest for max."""
+    pick = min if mode == "min" else max
+    return pick(trials, key=lambda t: t["value"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="grid_robovlms")
-    parser.add_argument("--metric", default="val_loss")
+    parser.add_argument("--metric", help="default: the space's metric (its mode decides best)")
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1,
                         help="parallel trial slots (CPUs / CPUs per trial)")  # fmt: skip
     parser.add_argument("extra", nargs="*", help="more tuner.run arguments (after --)")
     args = parser.parse_args()
+    space = load_space(args.space)
+    metric = args.metric or space.metric
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         workdir = Path(tmp)
@@ -108,15 +119,12 @@ def main() -> None:
             "nocache": run_sweep("nocache", [*asha, "--set", "feature_cache=false"], workdir),
             "fifo": run_sweep("fifo", [*common, "--scheduler", "fifo"], workdir),
         }
-        trials = {k: read_trials(workdir / "results" / k, args.metric) for k in runs}
+        trials = {k: read_trials(workdir / "results" / k, metric) for k in runs}
 
     searched = sorted(
         k for k in trials["fifo"][0]["config"]
         if len({json.dumps(t["config"][k]) for t in trials["fifo"]}) > 1
     )  # fmt: skip
-
-    def best(rows: list[dict]) -> dict:
-        return min(rows, key=lambda t: t["value"])
 
     def key(trial: dict) -> str:
         return ", ".join(f"{k}={trial['config'][k]}" for k in searched)
@@ -132,7 +140,7 @@ def main() -> None:
         )
     asha_epochs = sum(t["epochs"] for t in trials["asha"])
     fifo_epochs = sum(t["epochs"] for t in trials["fifo"])
-    asha_best, fifo_best = best(trials["asha"]), best(trials["fifo"])
+    asha_best, fifo_best = best(trials["asha"], space.mode), best(trials["fifo"], space.mode)
     print(
         f"ASHA trial-epochs / full grid: {asha_epochs}/{fifo_epochs} "
         f"= {asha_epochs / fifo_epochs:.2f}"
@@ -142,11 +150,11 @@ def main() -> None:
         f"wall time with / without the feature cache: "
         f"{runs['asha']['wall'] / runs['nocache']['wall']:.2f}"
     )
-    print(f"ASHA best: {key(asha_best)}  {args.metric} {asha_best['value']:.4f}")
-    print(f"grid best: {key(fifo_best)}  {args.metric} {fifo_best['value']:.4f}")
+    print(f"ASHA best: {key(asha_best)}  {metric} {asha_best['value']:.4f}")
+    print(f"grid best: {key(fifo_best)}  {metric} {fifo_best['value']:.4f}")
     same = key(asha_best) == key(fifo_best)
     gap = asha_best["value"] - fifo_best["value"]
-    print(f"same best configuration: {'yes' if same else 'no'}; val_loss gap {gap:+.4f}")
+    print(f"same best configuration: {'yes' if same else 'no'}; {metric} gap {gap:+.4f}")
 
 
 if __name__ == "__main__":

@@ -128,3 +128,17 @@ def _suggest(key: str, known: set[str]) -> str:
 
 def keys_of(*classes: type) -> list[str]:
     return sorted({f.name for cls in classes for f in dataclasses.fields(cls) if f.init})
+
+
+def defaults_of(*classes: type) -> dict[str, Any]:
+    """Each init key's default (the first class that declares the key wins)."""
+    defaults: dict[str, Any] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name in defaults:
+                continue
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
+    return defaults

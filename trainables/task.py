@@ -49,6 +49,11 @@ class Task:
     data_keys: frozenset[str] = frozenset()
     # CLI option -> config key (e.g. --data-dir -> data_dir)
     cli_keys: dict[str, str] = field(default_factory=dict)
+    # the default of every key that has one (e.g. max_epochs when a space sets none)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # val_size(data) -> validation samples in the loaded data (the metric is computed on
+    # them; a sweep without any would never see its metric)
+    val_size: Callable[[Any], int] | None = None
 
 
 def get_task(name: str) -> Task:

@@ -68,14 +68,19 @@ def sort_rows(rows: list[TrialRow], mode: str) -> list[TrialRow]:
 def table(rows: list[TrialRow], metric: str, searched: list[str]) -> str:
     headers = ["#", *searched, "epochs", metric, "status"]
     body = [
-        [str(i + 1), *(str(r.config.get(k)) for k in searched), str(r.epochs), f"{r.value:.4f}",
-         r.status]
+        [str(i + 1), *(cell(r.config.get(k)) for k in searched), str(r.epochs),
+         f"{r.value:.4f}", r.status]
         for i, r in enumerate(rows)
     ]  # fmt: skip
     widths = [max(len(h), *(len(line[c]) for line in body)) for c, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in body]
     return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    """A sampled value in 4 significant digits (the CSV keeps every digit)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_csv(rows: list[TrialRow], metric: str, searched: list[str], path: Path) -> None:

@@ -23,16 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner.checks import (
+    BadInput,
+    check_name,
+    check_validation,
+    config_error,
+    pinned_note,
+    trial_resources,
+)
 from tuner.experiment import candidate_configs, describe_config
-from tuner.spaces import Space, SpaceError, check_keys, load_space
+from tuner.ray_start import check_storage, local_temp_dir, quiet_tune_output, start_ray
+from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
 from tuner.storage import Storage
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
 STATE_FILE = "vla_tune.json"
-
-
-class BadInput(Exception):
-    """Input that cannot run; printed as one line, exit status 2."""
 
 
 @dataclass
@@ -104,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default="ray_results", help="local dir, NFS or s3://")
     p.add_argument("--mlflow-uri", help="default sqlite:///./mlruns/mlflow.db")
     p.add_argument("--experiment", default="vla-tune", help="MLflow experiment name")
-    p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
+    p.add_argument("--name", help="sweep folder name (default <space>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument(
@@ -112,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a local --storage-path is the same folder on every node (NFS): allow multi-node",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="sets",
+        help="a config value (repeatable); a key the space searches is pinned to it",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
     return p
 
@@ -133,6 +145,8 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     for key in ("gpus_per_trial", "cpus_per_trial"):
         if key in values and values[key] < 0:
             raise BadInput(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
+    if "name" in values:
+        check_name(values["name"])
     return SweepOptions(**values)
 
 
@@ -157,15 +171,18 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     for key in opts.sets:
         if key not in task.keys:
             raise BadInput(f"--set {key}: not a config key of '{space.trainable}'")
+    space, pinned = pin(space, opts.sets)  # a --set wins over the space's search
+    notes = [pinned_note(k, opts.sets[k], d) for k, d in pinned.items()]
 
     search = opts.search or space.search
+    if not space.params and search != "grid":
+        raise BadInput(f"--set pins every key {space.path} searches: nothing left to sample")
     if search == "grid" and any(d.kind != "values" for d in space.params.values()):
         raise BadInput(f"{space.path}: search grid needs lists of values for every param")
     if opts.num_samples:
         space = dataclasses.replace(space, num_samples=opts.num_samples)
     scheduler = opts.scheduler or space.scheduler.type
 
-    notes: list[str] = []
     base = {**space.fixed, **opts.sets}
     for option, key in task.cli_keys.items():
         if getattr(opts, option) is not None:
@@ -176,6 +193,12 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     elif demo and "max_epochs" not in opts.sets:
         base["max_epochs"] = DEMO_MAX_EPOCHS
         notes.append(f"demo data: {DEMO_MAX_EPOCHS} epochs per trial (--max-epochs to change)")
+    elif "max_epochs" not in base and "max_epochs" not in space.params:
+        base["max_epochs"] = task.defaults["max_epochs"]
+        notes.append(
+            f"the space sets no max_epochs: {base['max_epochs']} epochs per trial, the default "
+            f"of '{space.trainable}' (--max-epochs to change)"
+        )
     searched = list(space.params)
     try:
         if demo:
@@ -188,9 +211,9 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         for config in candidates:
             task.check_config(config)
     except ConfigError as exc:
-        raise BadInput(f"{opts.space}: {exc}") from None
+        raise config_error(str(exc), opts.sets, opts.space) from None
 
-    max_epochs = int(candidates[0].get("max_epochs", 1))  # checked above
+    max_epochs = max(int(float(c.get("max_epochs", 1))) for c in candidates)  # checked above
     max_t = min(space.scheduler.max_t or max_epochs, max_epochs)
     share_data = not (set(searched) & task.data_keys)
     data, plans, warnings = None, [], []
@@ -199,6 +222,9 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
             data = task.load_data(candidates[0])
         except (*task.data_errors, ConfigError) as exc:
             raise BadInput(str(exc)) from None
+        if task.val_size is not None:
+            val_ratio = candidates[0].get("val_ratio", task.defaults.get("val_ratio"))
+            check_validation(task.val_size(data), task.summary(data), space.metric, val_ratio)
         for config in candidates:
             try:
                 plans.append(task.plan(config, data))
@@ -290,42 +316,6 @@ def print_dry_run(prep: Prepared) -> None:
         )
 
 
-def start_ray(address: str | None) -> None:
-    """Join a cluster (--address / RAY_ADDRESS, as under `ray job submit`), else start a
-    local Ray whose every service listens on loopback only."""
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    # Ray binds its servers to the node IP, and on Linux resolves even an explicit
-    # 127.0.0.1 to the machine's address; its macOS/Windows mode keeps the node on
-    # loopback. Set for this process (already imported constants) and its children.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        configure_logging=False,
-    )
-
-
-def check_storage(storage: Storage, shared: bool) -> None:
-    """A local folder only works on a multi-node cluster when every node mounts it."""
-    import ray
-
-    if storage.remote or shared:
-        return
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    if nodes > 1:
-        raise BadInput(
-            f"--storage-path {storage.root_uri} is a local folder and the cluster has {nodes} "
-            f"nodes: use s3://... or a folder every node mounts (NFS) with --shared-storage"
-        )
-
-
 def precompute(prep: Prepared, gpu: float) -> Any:
     """The shared data plus what every trial would otherwise compute itself (frozen image
     features), computed once here on the device the trials train on."""
@@ -344,8 +334,7 @@ def precompute(prep: Prepared, gpu: float) -> Any:
 
 def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
-    # Ray's older console output honours verbose=0; the live view replaces its tables.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    quiet_tune_output()
     import ray
     from ray import tune
 
@@ -359,11 +348,9 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     start_ray(opts.address)
     try:
         check_storage(storage, opts.shared_storage)  # BadInput: nothing written yet
+        cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, ray.nodes())
         if not resume:
             storage.write_json(STATE_FILE, dataclasses.asdict(opts))
-        gpus = ray.cluster_resources().get("GPU", 0)
-        gpu = opts.gpus_per_trial if opts.gpus_per_trial is not None else (1 if gpus else 0)
-        cpu = opts.cpus_per_trial or 1
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
         data = precompute(prep, gpu)
@@ -472,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             storage = Storage(opts.storage_path, sweep_name(opts))
             opts.name = storage.name
             opts.sweep_id = uuid.uuid4().hex[:12]
+        if not (opts.address or os.environ.get("RAY_ADDRESS")):
+            local_temp_dir()  # a too-long RAY_TMPDIR: before minutes of loading
         mlflow_uri = opts.mlflow_uri or _default_mlflow_uri()
         opts.mlflow_uri = mlflow_uri
         from tuner.tracking import TrackingError, check_reachable

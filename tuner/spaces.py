@@ -11,6 +11,7 @@ optuna), its parameters, fixed overrides and its scheduler. Anything wrong is on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import re
@@ -223,6 +224,14 @@ def check_keys(space: Space, known: list[str]) -> None:
                 raise SpaceError(
                     f"{space.path}: {section}.{key}: not a config key of '{space.trainable}'"
                 )
+
+
+def pin(space: Space, values: dict[str, Any]) -> tuple[Space, dict[str, Distribution]]:
+    """Take keys given a value (`--set`) out of the search: a value the user chose wins
+    over the space, and a grid then has one dimension less. Returns the pinned ones."""
+    pinned = {k: d for k, d in space.params.items() if k in values}
+    params = {k: d for k, d in space.params.items() if k not in values}
+    return dataclasses.replace(space, params=params), pinned
 
 
 def show(space: Space) -> str:

@@ -113,3 +113,52 @@ def test_dry_run_prints_plans_and_starts_nothing(capsys, sweep_args, write_space
     assert "4 trials:" in out
     assert "lr=0.003,wd=0" in out and "micro-batch  32 x accumulation   1" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_set_of_a_searched_key_is_type_checked(capsys, sweep_args):
+    # The grid searched learning_rate: its --set value was dropped unchecked, and the
+    # sweep ran. Now the --set pins it and a bad value is refused before anything starts.
+    code, err = run_main(capsys, sweep_args("grid_robovlms", "--set", "learning_rate=abc"))
+    assert code == 2 and err == "error: --set learning_rate: expected float, got 'abc'"
+
+
+def test_set_of_a_fixed_key_names_the_set(capsys, sweep_args, write_space):
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), "--set", "batch_size=x"))
+    assert code == 2 and err == "error: --set batch_size: expected int, got 'x'"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".", ".hidden", "", "a\\b", "/abs"])
+def test_name_is_one_folder_under_the_storage_path(capsys, sweep_args, write_space, tmp_path,
+                                                   name):  # fmt: skip
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), "--name", name))
+    assert code == 2 and err.startswith(f"error: --name {name!r}: expected one folder name")
+    code, err = run_main(capsys, ["--resume", "--name", name])
+    assert code == 2 and err.startswith(f"error: --name {name!r}")
+    assert [p.name for p in tmp_path.iterdir()] == ["space.yaml"]  # nothing written
+
+
+def test_no_validation_data_is_refused(capsys, sweep_args, write_space, demo_dir, tmp_path):
+    space = write_space(SMALL_GRID)
+    code, err = run_main(capsys, sweep_args(space, "--set", "val_ratio=0"))
+    assert code == 2 and err.startswith("error: val_ratio=0 leaves no validation data (")
+    assert "0 validation windows" in err and "'val_loss' would never be reported" in err
+
+    one = tmp_path / "one"  # one episode: nothing left to validate on
+    one.mkdir()
+    episode = sorted(demo_dir.glob("*.h5"))[0]
+    (one / episode.name).write_bytes(episode.read_bytes())
+    args = sweep_args(space)
+    args[args.index("--data-dir") + 1] = str(one)
+    code, err = run_main(capsys, args)
+    assert code == 2 and err.startswith("error: val_ratio=0.1 leaves no validation data (1 ")
+    assert not (tmp_path / "results").exists()
+
+
+def test_too_long_ray_tmpdir_is_refused(capsys, sweep_args, write_space, tmp_path, monkeypatch):
+    long_dir = tmp_path / ("x" * 60)
+    monkeypatch.setenv("RAY_TMPDIR", str(long_dir))
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID)))
+    assert code == 2 and err.startswith(f"error: RAY_TMPDIR={long_dir}: Ray's unix socket paths")
+    assert "over the limit of 107; set RAY_TMPDIR to a folder of at most 39 characters" in err
+    assert not long_dir.exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "mlflow.db").exists()

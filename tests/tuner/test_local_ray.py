@@ -1,12 +1,21 @@
-"""In local mode every Ray service listens on loopback only."""
+"""The tuner's local Ray: loopback only, a session path its sockets fit in, and trial
+resources checked against what it has before anything is written."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
+import re
+from pathlib import Path
 
 import psutil
+import pytest
 import ray
 
+from tests.tuner.conftest import SMALL_GRID
+from tests.tuner.test_bad_input import run_main
+from tuner import ray_start
 from tuner.run import start_ray
 
 
@@ -40,3 +49,74 @@ def test_no_ray_port_listens_beyond_loopback(monkeypatch):
         assert public == []
     finally:
         ray.shutdown()
+
+
+def test_long_tmpdir_starts_ray_in_a_short_folder(capsys, monkeypatch, tmp_path, ray_tmpdir):
+    long_tmp = tmp_path / ("t" * 70)  # HPC job folders and macOS's /var/folders/... are long
+    long_tmp.mkdir()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_TMPDIR")
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    # The short folder is normally /tmp/ray-<uid>; a test writes under its own folders.
+    monkeypatch.setattr(ray_start, "SHORT_ROOTS", (ray_tmpdir,))
+    short = os.path.join(ray_tmpdir, f"ray-{os.getuid()}")
+    start_ray(None)
+    try:
+        session = ray._private.worker.global_worker.node.get_session_dir_path()
+        assert session.startswith(short + "/session_")
+        assert ray.cluster_resources()["CPU"] >= 1
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert f"note: Ray's session is in {short} (TMPDIR is too long for its sockets)" in out
+
+
+@pytest.mark.parametrize(
+    "option,value", [("--gpus-per-trial", "99"), ("--cpus-per-trial", "10000")]
+)
+def test_trial_resources_no_node_has_are_refused(
+    capsys, monkeypatch, sweep_args, write_space, tmp_path, option, value
+):
+    # Ray would keep such trials pending forever; the tuner says what the cluster has.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), option, value))
+    assert code == 2, err
+    assert re.fullmatch(
+        rf"error: {option} {value}: no node of the cluster has that "
+        r"\(the cluster has 127\.0\.0\.1: \d+ CPU, \d+ GPU\)",
+        err,
+    ), err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def snapshot_warnings(tmp_path) -> list[str]:
+    """Tune's own experiment-state manager, made to force two snapshots back to back (as
+    a trial saving num_to_keep=2 checkpoints per snapshot does with short epochs)."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("ray.tune.execution.experiment_state")
+    logger.addHandler(handler)
+    try:
+        storage = StorageContext(str(tmp_path / "results"), "sweep")
+        Path(storage.experiment_driver_staging_path).mkdir(parents=True)
+        manager = _ExperimentCheckpointManager(
+            storage=storage, checkpoint_period="auto", sync_every_n_trial_checkpoints=2
+        )
+        for _ in range(2):
+            manager.on_trial_checkpoint("trial")
+            manager.on_trial_checkpoint("trial")
+            manager.sync_up_experiment_state(save_fn=lambda: None, wait=True)
+    finally:
+        logger.removeHandler(handler)
+    return [m for m in messages if "snapshotting has been triggered" in m]
+
+
+def test_tune_snapshot_warning_is_off_in_a_sweep(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setenv(ray_start.SNAPSHOT_WARNING, "")  # restored after the test
+    monkeypatch.delenv(ray_start.SNAPSHOT_WARNING)
+    ray_start.quiet_tune_output()  # what a sweep does before building its Tuner
+    assert snapshot_warnings(tmp_path) == []

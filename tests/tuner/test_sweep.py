@@ -94,6 +94,8 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert "computed in" in features[0]
     assert "best val_loss" in out and f"mlflow ui --backend-store-uri {uri}" in out
     assert "4 trials:" in out and "stopped early by ASHA, 0 failed" in out
+    # Short epochs force Tune's state snapshots often; its warning about that is noise.
+    assert "snapshotting has been triggered" not in out + run.stderr
     best_json = json.loads((tmp_path / "results" / "small" / "best.json").read_text())
     assert best_json["mlflow_run_id"] == best[0].info.run_id
     assert best_json["value"] == pytest.approx(min(c.data.metrics["val_loss"] for c in children))

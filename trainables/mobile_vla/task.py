@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from trainables.config import keys_of
+from trainables.config import defaults_of, keys_of
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
@@ -73,4 +73,6 @@ TASK = Task(
     keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
     data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
     cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},
+    defaults=defaults_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
+    val_size=lambda data: len(data.val),
 )

@@ -7,7 +7,12 @@ from typing import Any
 
 from trainables.robot_code.dataset import DataError, RobotCodeData
 from trainables.robot_code.demo_data import ensure_demo_data
-from trainables.robot_code.trial_config import DATA_KEYS, config_keys, parse_config
+from trainables.robot_code.trial_config import (
+    DATA_KEYS,
+    config_defaults,
+    config_keys,
+    parse_config,
+)
 from trainables.task import Task
 from trainables.training import plan_batches
 
@@ -63,4 +68,6 @@ TASK = Task(
     data_errors=(DataError,),
     # --data-dir names the records file here (a JSON list or .jsonl), not a folder.
     cli_keys={"data_dir": "data_path", "model": "model"},
+    defaults=config_defaults(),
+    val_size=lambda data: len(data.val),
 )

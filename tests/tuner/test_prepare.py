@@ -1,0 +1,66 @@
+"""What a sweep will run, as checked and printed before it starts: --set pins, epochs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tuner.conftest import SMALL_GRID
+from tuner.run import SweepOptions, main, prepare, print_header
+from tuner.storage import Storage
+
+
+def test_set_pins_a_searched_key_of_the_grid(capsys, demo_dir, tmp_path):
+    opts = SweepOptions(
+        space="grid_robovlms", data_dir=str(demo_dir), sets={"learning_rate": "1e-4"}
+    )
+    prep = prepare(opts, load_data=False)
+    assert prep.space.num_trials() == 12 and len(prep.candidates) == 12
+    assert prep.searched == ["weight_decay", "batch_size", "warmup_ratio"]
+    assert {c["learning_rate"] for c in prep.candidates} == {"1e-4"}
+
+    print_header(prep, Storage(str(tmp_path / "results"), "x"), "sqlite:///m.db")
+    out = capsys.readouterr().out
+    assert "12 trials, grid" in out
+    assert "learning_rate=1e-4 (pinned by --set; the space searched 3 values)" in out
+
+
+def test_pinned_key_leaves_the_trial_names(capsys, sweep_args, write_space, tmp_path):
+    args = sweep_args(write_space(SMALL_GRID), "--set", "learning_rate=1e-4", "--dry-run")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "learning_rate=1e-4 (pinned by --set; the space searched 2 values)" in out
+    assert "2 trials:" in out
+    trials = [line.split()[0] for line in out.splitlines() if "micro-batch" in line]
+    assert trials == ["wd=0", "wd=0.1"]
+
+
+def test_pinning_every_sampled_key_is_refused(capsys, sweep_args, write_space):
+    space = write_space(
+        "trainable: mobile_vla\nmetric: val_loss\nsearch: random\n"
+        "params: {learning_rate: {loguniform: [1.0e-5, 1.0e-3]}}\n"
+    )
+    assert main(sweep_args(space, "--set", "learning_rate=1e-4")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --set pins every key {space} searches: nothing left to sample"
+
+
+NO_EPOCHS = SMALL_GRID.replace("  max_epochs: 2\n", "")
+
+
+def test_space_without_max_epochs_uses_the_trainable_default(capsys, sweep_args, write_space):
+    assert main(sweep_args(write_space(NO_EPOCHS), "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "asha (max_t 5, grace 1, reduction 2)" in out  # TrainConfig.max_epochs
+    assert "  epochs     5 per trial" in out
+    assert "the space sets no max_epochs: 5 epochs per trial, the default of 'mobile_vla'" in out
+
+
+@pytest.mark.parametrize("trainable,epochs", [("mobile_vla", 5), ("robot_code", 4)])
+def test_default_epochs_are_each_trainables_own(write_space, tmp_path, trainable, epochs):
+    space = write_space(
+        f"trainable: {trainable}\nmetric: val_loss\nparams: {{learning_rate: [1.0e-4]}}\n"
+    )
+    data_key = {"mobile_vla": "data_dir", "robot_code": "data_path"}[trainable]
+    opts = SweepOptions(space=str(space), sets={data_key: str(tmp_path / "data")})
+    prep = prepare(opts, load_data=False)
+    assert prep.base["max_epochs"] == epochs and prep.max_t == epochs
