@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,12 @@ import torch
 from trainables.mobile_vla.tokenizer import encode_instructions
 from trainables.mobile_vla.windows import Windows
 from trainables.training import BatchPlan, epoch_order
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from trainables.mobile_vla.dataset import MobileVLAData
+    from trainables.mobile_vla.image_features import ImageFeatures
 
 GROUPINGS = ("episode", "window")
 
@@ -95,11 +102,17 @@ def split_by_frames(
 
 
 def epoch_steps(
-    windows: Windows, cfg: BatchingConfig, plan: BatchPlan, batch_size: int, cap: int,
-    seed: int, epoch: int,
-) -> Iterator[list[np.ndarray]]:  # fmt: skip
-    """Per optimizer step, its micro-batches of window indices. Every step has exactly
-    batch_size windows; the epoch's last partial batch is dropped."""
+    windows: Windows,
+    cfg: BatchingConfig,
+    plan: BatchPlan,
+    batch_size: int,
+    cap: int,
+    seed: int,
+    epoch: int,
+) -> Iterator[list[np.ndarray]]:
+    """Per optimizer step, its micro-batches of window indices: a pure function of
+    (seed, epoch), so a resumed run replays it. Every step has exactly batch_size windows;
+    the epoch's last partial batch is dropped."""
     order = window_order(windows, cfg.batch_grouping, seed, epoch)
     for step in range(plan.steps_per_epoch):
         chunk = order[step * batch_size : (step + 1) * batch_size]
@@ -114,7 +127,14 @@ class FrameBatches:
     features the rows carry image tokens instead of pixels.
     """
 
-    def __init__(self, data, tokenizer, device: torch.device, dedup: bool, features=None):
+    def __init__(
+        self,
+        data: MobileVLAData,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dedup: bool,
+        features: ImageFeatures | None = None,
+    ):
         self.data, self.device, self.dedup, self.features = data, device, dedup, features
         self.input_ids, self.attention_mask = encode_instructions(tokenizer, data.instructions)
         lengths = np.diff(data.episode_offsets)
@@ -147,7 +167,7 @@ class FrameBatches:
         return moved
 
 
-def predict(policy, batch: dict) -> torch.Tensor:
+def predict(policy: torch.nn.Module, batch: dict) -> torch.Tensor:
     """The policy's action chunks for a FrameBatches micro-batch."""
     return policy.forward_frames(
         batch["windows"],

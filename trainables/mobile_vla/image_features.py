@@ -9,6 +9,7 @@ frames and the dtype, so `--resume` and the next sweep on the same data and mode
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,15 +18,24 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
 
 from trainables.mobile_vla.decode_cache import default_cache_dir
-from trainables.mobile_vla.modeling_mobile_vla import IMAGE_SIDE, MobileVLAPolicy
+from trainables.mobile_vla.modeling_mobile_vla import (
+    IMAGE_SIDE,
+    MobileVLAPolicy,
+    build_policy,
+    cast_frozen,
+)
 from trainables.progress import Progress
-from trainables.training import autocast
+from trainables.training import autocast, resolve_device, resolve_precision
+
+if TYPE_CHECKING:
+    from trainables.mobile_vla.dataset import MobileVLAData
+    from trainables.mobile_vla.trial_config import TrialConfig
 
 CACHE_VERSION = 1
 CHUNK_FRAMES = 64
@@ -181,16 +191,13 @@ def load_or_compute(
     return ImageFeatures(values, precision, weights, key), f"computed in {seconds:.1f} s"
 
 
-def precompute_for_sweep(cfg, data, device: str) -> tuple[object, str | None]:
+def precompute_for_sweep(
+    cfg: TrialConfig, data: MobileVLAData, device: str
+) -> tuple[MobileVLAData, str]:
     """(data with the features attached, the line to print) before the trials start.
 
     Builds the policy as a trial does (same seed, precision and cast) on `device`, the
     device the trials train on."""
-    import dataclasses
-
-    from trainables.mobile_vla.modeling_mobile_vla import build_policy, cast_frozen
-    from trainables.training import resolve_device, resolve_precision
-
     if not cfg.batching.feature_cache:
         return data, "image features: computed per step (feature_cache: false)"
     reason = cfg.model.image_side_trains()
