@@ -139,11 +139,21 @@ def mlflow_server(tmp_path):
         except OSError:
             time.sleep(0.5)
     else:
-        os.killpg(server.pid, signal.SIGTERM)
+        stop_group(server)
         pytest.fail("mlflow server did not start")
     yield uri
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    stop_group(server)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop the process group we started: politely, then for sure (a loaded machine can
+    take its time to shut gunicorn's workers down)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def test_optuna_sweep_logs_to_a_remote_mlflow_server(sweep_args, write_space, mlflow_server):
