@@ -103,7 +103,14 @@ def compute_features(
     dtype = DTYPES[precision]
     out: np.ndarray | None = None
     chunks = range(0, len(images), CHUNK_FRAMES)
-    bar = Progress("image features", len(chunks), stream=stream, enabled=progress, unit="chunks")
+    bar = Progress(
+        "image features",
+        len(chunks),
+        stream=stream,
+        every=max(1, -(-len(chunks) // 4)),  # a log gets about four lines
+        enabled=progress,
+        unit="chunks",
+    )
     was_training = policy.training
     policy.eval()
     for start in chunks:
