@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
+import pytest
 from ray import tune
 
 from trainables.mobile_vla.trainable import train
-from trainables.tune_function import tune_function
+from trainables.tune_function import HOLD_FILE_ENV, tune_function
 
 
 def test_trial_reports_checkpoints_and_retries_from_them(local_ray, demo_dir, demo_data, tmp_path):
@@ -50,3 +55,57 @@ def test_trial_reports_checkpoints_and_retries_from_them(local_ray, demo_dir, de
 
         files = {p.name for p in Path(directory).iterdir()}
     assert {"adapter", "policy_head.safetensors", "training_state.pt"} <= files
+
+
+@pytest.fixture
+def release_file(tmp_path, monkeypatch, request) -> Path:
+    """A local Ray whose trials hold after each report until the returned file exists: set
+    before Ray starts, since its worker processes inherit the raylet's environment."""
+    release = tmp_path / "release"
+    monkeypatch.setenv(HOLD_FILE_ENV, str(release))
+    request.getfixturevalue("local_ray")
+    return release
+
+
+def test_a_trial_holds_after_each_report_until_the_hold_file_exists(release_file, tmp_path):
+    seen = tmp_path / "seen"  # what the trial saw when each report returned
+    seen.mkdir()
+
+    def two_epochs(config, report, data=None, checkpoint_dir=None):
+        for epoch in (1, 2):
+            state = Path(config["out"]) / f"epoch{epoch}"
+            state.mkdir(parents=True)
+            (state / "epoch.txt").write_text(str(epoch))
+            report({"epoch": epoch}, str(state))
+            (Path(config["seen"]) / f"after_report_{epoch}").write_text(
+                str(Path(config["release"]).exists())
+            )
+
+    results = tmp_path / "results"
+    releaser = threading.Thread(target=release_after_first_checkpoint, args=(results, release_file))
+    releaser.start()
+    tuner = tune.Tuner(
+        tune.with_resources(tune_function(two_epochs), {"cpu": 1}),
+        param_space={"out": str(tmp_path / "out"), "seen": str(seen), "release": str(release_file)},
+        run_config=tune.RunConfig(name="hold", storage_path=str(results), verbose=0),
+    )
+    grid = tuner.fit()
+    releaser.join(timeout=200)
+    assert not grid.errors and grid[0].metrics["epoch"] == 2
+    # Both reports returned only once the test had seen the first checkpoint on storage
+    # and written the file; without the hold the trial runs on at once.
+    assert {f.name: f.read_text() for f in seen.iterdir()} == {
+        "after_report_1": "True",
+        "after_report_2": "True",
+    }
+    checkpoints = sorted(p.name for p in results.glob("hold/*/checkpoint_*"))
+    assert checkpoints == ["checkpoint_000000", "checkpoint_000001"]
+
+
+def release_after_first_checkpoint(results: Path, release: Path, timeout: float = 180) -> None:
+    """Write `release` once the trial's first checkpoint is on storage (or at the failure
+    timeout, so that a broken hold fails the test instead of hanging it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(results.glob("hold/*/checkpoint_000000")):
+        time.sleep(0.2)
+    release.touch()
