@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.services import stop_group
 from trainables.tune_function import HOLD_FILE_ENV
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -232,5 +232,4 @@ def mlflow_server(tmp_path_factory):
             pytest.fail("mlflow server did not start")
         yield uri
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)

@@ -13,6 +13,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.services import stop_group
 from tests.tuner.conftest import SMALL_GRID
 
 OPTUNA = """
@@ -143,17 +144,6 @@ def mlflow_server(tmp_path):
         pytest.fail("mlflow server did not start")
     yield uri
     stop_group(server)
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop the process group we started: politely, then for sure (a loaded machine can
-    take its time to shut gunicorn's workers down)."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def test_optuna_sweep_logs_to_a_remote_mlflow_server(sweep_args, write_space, mlflow_server):
