@@ -47,6 +47,8 @@ def test_malformed_space_file(capsys, sweep_args, write_space):
         ("warmup_ratio=-1", "warmup_ratio must be >= 0, got -1.0"),
         ("max_epochs=two", "max_epochs: expected int, got 'two'"),
         ("noequals", "--set expects key=value, got 'noequals'"),
+        ("batch_grouping=frames", "batch_grouping: 'frames' not one of ['episode', 'window']"),
+        ("micro_batch_frames=4", "micro_batch_frames: 4 is below window_size 8"),
     ],
 )
 def test_bad_set_key_or_value(capsys, sweep_args, write_space, assignment, message):

@@ -19,7 +19,7 @@ import torch
 
 from trainables.mobile_vla.tokenizer import encode_instructions
 from trainables.mobile_vla.windows import Windows
-from trainables.training import BatchPlan, epoch_order
+from trainables.training import BatchPlan, TrainingError, epoch_order
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -56,7 +56,7 @@ def frames_per_micro_batch(cfg: BatchingConfig, plan: BatchPlan, window_size: in
     """The cap on backbone frames per micro-batch; one window must always fit."""
     cap = cfg.micro_batch_frames or plan.micro_batch_size * window_size
     if cap < window_size:
-        raise ValueError(
+        raise TrainingError(
             f"micro_batch_frames: {cap} is below window_size {window_size}: "
             "one window would not fit in a micro-batch"
         )

@@ -9,7 +9,7 @@ from trainables.config import defaults_of, keys_of
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
-from trainables.mobile_vla.frame_batches import BatchingConfig
+from trainables.mobile_vla.frame_batches import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.trial_config import RunOptions, parse_config
 from trainables.task import Task
@@ -39,7 +39,10 @@ def load_data(flat: dict[str, Any]) -> MobileVLAData:
 
 
 def plan(flat: dict[str, Any], data: MobileVLAData) -> dict[str, Any]:
-    return dataclasses.asdict(plan_batches(parse_config(flat).train, len(data.train)))
+    cfg = parse_config(flat)
+    batches = plan_batches(cfg.train, len(data.train))
+    frames = frames_per_micro_batch(cfg.batching, batches, cfg.data.window_size)
+    return {**dataclasses.asdict(batches), "micro_batch_frames": frames}
 
 
 def summary(data: MobileVLAData) -> str:

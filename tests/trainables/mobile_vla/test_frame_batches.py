@@ -20,7 +20,7 @@ from trainables.mobile_vla.frame_batches import (
 from trainables.mobile_vla.image_features import ImageFeatures, compute_features, weights_key
 from trainables.mobile_vla.modeling_mobile_vla import build_policy
 from trainables.mobile_vla.tokenizer import encode_instructions
-from trainables.training import TrainConfig, epoch_order, plan_batches
+from trainables.training import TrainConfig, TrainingError, epoch_order, plan_batches
 
 
 def policy_for(data, **overrides):
@@ -150,7 +150,7 @@ def test_micro_batches_are_sized_by_distinct_frames(demo_data, cap):
 
 def test_a_micro_batch_must_hold_one_window():
     plan = plan_batches(TrainConfig(batch_size=16), 100)
-    with pytest.raises(ValueError, match="micro_batch_frames: 4 is below window_size 8"):
+    with pytest.raises(TrainingError, match="micro_batch_frames: 4 is below window_size 8"):
         frames_per_micro_batch(BatchingConfig(micro_batch_frames=4), plan, 8)
     assert frames_per_micro_batch(BatchingConfig(), plan, 8) == 16 * 8
     with pytest.raises(ValueError, match="batch_grouping: 'frames' not one of"):
