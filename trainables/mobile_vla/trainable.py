@@ -189,7 +189,7 @@ def train(
     # --- the loop: one epoch = one report
     for epoch in range(start_epoch, cfg.train.max_epochs):
         started = time.perf_counter()
-        losses, norms, rows = [], [], 0
+        losses, norms, rows, micro = [], [], 0, 0
         for step in epoch_steps(
             data.train, cfg.batching, plan, cfg.train.batch_size, frames_cap, cfg.train.seed, epoch
         ):
@@ -198,11 +198,14 @@ def train(
             losses.append(loss)
             norms.append(norm)
             rows += sum(batch["rows"] for batch in micro_batches)
+            micro += len(micro_batches)
         train_seconds = time.perf_counter() - started
 
         samples = plan.steps_per_epoch * cfg.train.batch_size
         metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
+        # What frame sharing did: backbone frames per window, micro-batches per step.
         metrics["frame_passes_per_window"] = rows / samples
+        metrics["micro_batches_per_step"] = micro / plan.steps_per_epoch
         if len(data.val):
             metrics |= evaluate(
                 policy,

@@ -102,6 +102,8 @@ def test_validation_loss_and_mae_fall_within_a_few_epochs(demo_dir, demo_data, t
         "grad_norm",
     }
     assert 0 <= last["direction_acc"] <= 1 and last["peak_mem_mb"] > 0
+    # Frame sharing: 16 windows of whole episodes run far fewer than their 8 x 16 frames.
+    assert 1 < first["frame_passes_per_window"] < 4 and first["micro_batches_per_step"] == 1
     assert derived["micro_batch_size"] * derived["accumulation"] == 16
     assert derived["steps_per_epoch"] == len(demo_data.train) // 16
     assert derived["precision"] == "fp32"
