@@ -22,7 +22,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from trainables.mobile_vla.decode_cache import default_cache_dir
+from trainables.cache import default_cache_dir
 from trainables.mobile_vla.modeling_mobile_vla import IMAGE_SIDE, MobileVLAPolicy
 from trainables.progress import Progress
 from trainables.training import autocast
@@ -188,7 +188,8 @@ def precompute_for_sweep(cfg, data, device: str) -> tuple[object, str | None]:
     device the trials train on."""
     import dataclasses
 
-    from trainables.mobile_vla.modeling_mobile_vla import build_policy, cast_frozen
+    from trainables.mobile_vla.backbone import cast_frozen
+    from trainables.mobile_vla.modeling_mobile_vla import build_policy
     from trainables.training import resolve_device, resolve_precision
 
     if not cfg.batching.feature_cache:
