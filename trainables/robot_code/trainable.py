@@ -4,9 +4,9 @@
 
 `config` is the flat dict a search space produces; `report(metrics, checkpoint_dir)` is
 the one hook to the outside (Ray Tune's report, or a printed line when standalone).
-`data` is what `load_data(config)` returns, loaded once by the tuner and shared. Set-up
-is a handful of named steps (`RobotCodeTrial`); the loop is the shared one
-(trainables/trial_loop.py).
+`data` is what the task's `load_data(config)` returns, loaded once by the tuner and
+shared. Set-up is a handful of named steps (`RobotCodeTrial`); the loop is the shared
+one (trainables/trial_loop.py).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ class RobotCodeTrial(Trial):
         plan = plan_batches(cfg.train, len(prepared.train))
         self.trainer = Trainer(self.model, cfg.train, plan)
         self.model.to(self.trainer.device)
-        self.loss = causal_lm_loss(self.model)
+        self.lm_loss = causal_lm_loss(self.model)
         self.derived = describe(plan, self.trainer, self.model, prepared)
 
     def steps(self, epoch: int) -> Iterator[tuple[list[dict], int]]:
@@ -219,6 +219,9 @@ class RobotCodeTrial(Trial):
         for micro_rows in step_batches(order, self.trainer.plan, self.cfg.train.batch_size):
             micro_batches = [collate(train, rows, device) for rows in micro_rows]
             yield micro_batches, sum(int(train.lengths[rows].sum()) for rows in micro_rows)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lm_loss(batch)
 
     def count_targets(self, batch: dict[str, torch.Tensor]) -> int:
         return count_targets(batch)
