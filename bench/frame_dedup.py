@@ -41,6 +41,7 @@ import psutil
 import torch
 from transformers import Kosmos2Config
 
+from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import write_demo_episodes
@@ -51,11 +52,11 @@ from trainables.mobile_vla.frame_batches import (
     split_by_frames,
 )
 from trainables.mobile_vla.image_features import FeatureStore, load_or_compute, weights_key
-from trainables.mobile_vla.modeling_mobile_vla import build_policy, cast_frozen
+from trainables.mobile_vla.modeling_mobile_vla import build_policy
 from trainables.training import TrainConfig, Trainer, plan_batches
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trainable_step import model_flops, write_random_kosmos2  # noqa: E402
+from common import model_flops, write_random_kosmos2  # noqa: E402
 
 METHODS = ("per-window", "dedup", "cached")
 

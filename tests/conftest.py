@@ -49,7 +49,7 @@ def demo_data(demo_dir, tmp_path_factory):
 @pytest.fixture
 def local_ray(monkeypatch):
     """The tuner's own local Ray (loopback only), stopped by its handle, never `ray stop`."""
-    from tuner.run import start_ray
+    from tuner.ray_start import start_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     start_ray(None)

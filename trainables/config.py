@@ -18,9 +18,33 @@ from typing import Any, NoReturn
 
 import yaml
 
+TINY = "tiny"  # a task's small random model, built from its `tiny_*` keys
+
 
 class ConfigError(ValueError):
     """A bad config key or value; the message names the key."""
+
+
+def check_positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
+
+
+class ModelChoice:
+    """What every task's model config shares: `model` names "tiny" or a checkout, and
+    the config checks itself when built (a bad value fails as the key's ValueError)."""
+
+    model: str
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model == TINY
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ batches and runs trials through these functions only.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,3 +61,47 @@ def get_task(name: str) -> Task:
     if name not in TASK_MODULES:
         raise KeyError(f"unknown trainable '{name}' (known: {', '.join(sorted(TASK_MODULES))})")
     return importlib.import_module(TASK_MODULES[name]).TASK
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """`module.name`, imported on first call: a trainable's imports (torch, transformers,
+    peft) take seconds, and the tuner checks configs long before any trial runs."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__module__ = module  # names the trial function after the task (tune_function)
+    return call
+
+
+def make_task(
+    name: str,
+    parse_config: Callable[[dict[str, Any]], Any],
+    load_dataset: Callable[[Any], Any],
+    **fields: Any,
+) -> Task:
+    """A task whose trial lives in `trainables.<name>.trainable.train` and whose parsed
+    config has `data` and `train` sections: checking a config is parsing it, its data is
+    `load_dataset(data section)` with `train` and `val` splits, and the batch plan comes
+    from the shared loop's keys over the training samples."""
+
+    def check_config(flat: dict[str, Any]) -> None:
+        parse_config(flat)
+
+    def load_data(flat: dict[str, Any]) -> Any:
+        return load_dataset(parse_config(flat).data)
+
+    def plan(flat: dict[str, Any], data: Any) -> dict[str, Any]:
+        from trainables.training import plan_batches
+
+        return dataclasses.asdict(plan_batches(parse_config(flat).train, len(data.train)))
+
+    fields.setdefault("val_size", lambda data: len(data.val))
+    fields.setdefault("plan", plan)  # a task with more to its plan passes its own
+    train = lazy(f"trainables.{name}.trainable", "train")
+    return Task(name=name, train=train, check_config=check_config, load_data=load_data, **fields)
+
+
+def demo_message(created: bool, what: str, where: Any) -> str:
+    """What `Task.demo_data` says: whether the demo data was generated now or reused."""
+    return f"{'generated' if created else 'using'} {what} in {where}"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from tuner import report
-from tuner.tracking import TRIAL_TAG
 
 BEST_FILE = "best.json"
 
@@ -68,7 +67,7 @@ def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, 
 
 
 def best_record(best: Any, space: Any, tracker: Any, uri: str) -> dict[str, Any]:
-    run_id = tracker._find({TRIAL_TAG: best.trial_id}) if best.trial_id else None
+    run_id = tracker.trial_run_id(best.trial_id) if best.trial_id else None
     return {
         "trial": best.name,
         "trial_id": best.trial_id,

@@ -115,6 +115,10 @@ class SweepTracker:
         )
         return runs[0].info.run_id if runs else None
 
+    def trial_run_id(self, trial_id: str) -> str | None:
+        """The MLflow run of a trial of this sweep, or None when it has none yet."""
+        return self._find({TRIAL_TAG: trial_id})
+
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         if self.parent_id is None:
             run = self.client.create_run(

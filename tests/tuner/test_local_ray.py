@@ -16,7 +16,7 @@ import ray
 from tests.tuner.conftest import SMALL_GRID
 from tests.tuner.test_bad_input import run_main
 from tuner import ray_start
-from tuner.run import start_ray
+from tuner.ray_start import start_ray
 
 
 def listening_addresses(process: psutil.Process) -> set[tuple[str, str, int]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.tuner.conftest import SMALL_GRID
-from tuner.run import SweepOptions, main, prepare, print_header
+from tuner.prepare import SweepOptions, prepare
+from tuner.run import main, print_header
 from tuner.storage import Storage
 
 

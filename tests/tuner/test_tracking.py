@@ -33,7 +33,7 @@ def test_node_tag_follows_a_trial_retried_on_another_node(tmp_path):
         return MLflowTrialCallback(tracking, "val_loss", 4, lambda t: "lr=0.001", [])
 
     def tags() -> tuple[str, str]:
-        run_id = SweepTracker(**tracking)._find({"vla_tune.trial_id": trial.trial_id})
+        run_id = SweepTracker(**tracking).trial_run_id(trial.trial_id)
         found = MlflowClient(tracking["uri"]).get_run(run_id).data.tags
         return found["vla_tune.node"], found.get("vla_tune.nodes")
 

@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-TINY = "tiny"
+from trainables.config import TINY, ModelChoice, check_positive_int
+
 LORA_TARGETS = ("text", "text+vision", "all_linear")
 LOSSES = ("huber", "mse")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ModelChoice):
     """What to build and what to train.
 
     `model` is "tiny" (a small random Kosmos-2 built from the `tiny_*` dims, for CPU runs
@@ -60,13 +61,6 @@ class ModelConfig:
     tiny_latent_query_num: int = 8  # image tokens per frame (64 in kosmos-2-patch14-224)
     tiny_max_positions: int = 256
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.model == TINY
-
     @property
     def is_local(self) -> bool:
         """A directory on disk: load it offline, never touching the hub."""
@@ -92,10 +86,10 @@ class ModelConfig:
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model: expected 'tiny' or a directory / hub id, got {self.model!r}")
         for key in ("window_size", "fwd_pred_next_n", "action_dim", "lora_r"):
-            _check_positive_int(key, getattr(self, key))
+            check_positive_int(key, getattr(self, key))
         for key in ("head_hidden", "head_layers"):
             if getattr(self, key) is not None:
-                _check_positive_int(key, getattr(self, key))
+                check_positive_int(key, getattr(self, key))
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha: must be > 0, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
@@ -118,7 +112,7 @@ class ModelConfig:
             "tiny_latent_query_num",
             "tiny_max_positions",
         ):
-            _check_positive_int(key, getattr(self, key))
+            check_positive_int(key, getattr(self, key))
         if self.tiny_hidden % self.tiny_heads:
             raise ValueError(
                 f"tiny_hidden: {self.tiny_hidden} is not divisible by tiny_heads={self.tiny_heads}"
@@ -166,8 +160,3 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()), ignore_unknown=False)
-
-
-def _check_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")

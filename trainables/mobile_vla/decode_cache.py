@@ -15,16 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.cache import default_cache_dir
+
 # Bump when the decoded representation changes (colour order, resize filter, ...).
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """$VLA_TUNE_CACHE, else $XDG_CACHE_HOME/vla-tune, else ~/.cache/vla-tune."""
-    if os.environ.get("VLA_TUNE_CACHE"):
-        return Path(os.environ["VLA_TUNE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vla-tune"
 
 
 def content_hash(path: str | Path) -> str:

@@ -23,13 +23,9 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 import torch
 
-from trainables.mobile_vla.decode_cache import default_cache_dir
-from trainables.mobile_vla.modeling_mobile_vla import (
-    IMAGE_SIDE,
-    MobileVLAPolicy,
-    build_policy,
-    cast_frozen,
-)
+from trainables.cache import default_cache_dir
+from trainables.mobile_vla.backbone import cast_frozen
+from trainables.mobile_vla.modeling_mobile_vla import IMAGE_SIDE, MobileVLAPolicy, build_policy
 from trainables.progress import Progress
 from trainables.training import autocast, resolve_device, resolve_precision
 

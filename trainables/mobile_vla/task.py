@@ -1,4 +1,4 @@
-"""The Mobile VLA policy as a tuner task."""
+"""The Mobile VLA policy as a tuner task (see trainables/task.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,8 @@ from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.frame_batches import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.trial_config import RunOptions, parse_config
-from trainables.task import Task
-from trainables.training import TrainConfig, plan_batches
-
-
-def train(config: dict[str, Any], report: Any, data: Any = None, checkpoint_dir: Any = None):
-    """The trial itself; imported on first use (torch + transformers + peft take seconds)."""
-    from trainables.mobile_vla.trainable import train as run_trial
-
-    return run_trial(config, report, data=data, checkpoint_dir=checkpoint_dir)
+from trainables.task import demo_message, make_task
+from trainables.training import TrainConfig
 
 
 def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
@@ -30,15 +23,10 @@ def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
     return precompute_for_sweep(parse_config(flat), data, device)
 
 
-def check_config(flat: dict[str, Any]) -> None:
-    parse_config(flat)
-
-
-def load_data(flat: dict[str, Any]) -> MobileVLAData:
-    return load_dataset(parse_config(flat).data)
-
-
 def plan(flat: dict[str, Any], data: MobileVLAData) -> dict[str, Any]:
+    """The shared batch plan plus the cap on backbone frames per micro-batch."""
+    from trainables.training import plan_batches
+
     cfg = parse_config(flat)
     batches = plan_batches(cfg.train, len(data.train))
     frames = frames_per_micro_batch(cfg.batching, batches, cfg.data.window_size)
@@ -58,24 +46,22 @@ def summary(data: MobileVLAData) -> str:
 
 def demo_data(flat: dict[str, Any]) -> tuple[dict[str, Any], str]:
     folder, created = ensure_demo_episodes()
-    verb = "generated" if created else "using"
-    return {**flat, "data_dir": str(folder)}, f"{verb} demo episodes in {folder}"
+    return {**flat, "data_dir": str(folder)}, demo_message(created, "demo episodes", folder)
 
 
-TASK = Task(
-    name="mobile_vla",
-    train=train,
-    check_config=check_config,
-    load_data=load_data,
-    plan=plan,
+TASK = make_task(
+    "mobile_vla",
+    parse_config,
+    load_dataset,
+    keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
+    defaults=defaults_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
+    # the model and its image size decide the frames' size in the loaded data
+    data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
+    cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},
+    data_errors=(DataError,),
     summary=summary,
     demo_data=demo_data,
     precompute=precompute,
+    plan=plan,
     export_config=to_robovlms,
-    data_errors=(DataError,),
-    keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
-    data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
-    cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},
-    defaults=defaults_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
-    val_size=lambda data: len(data.val),
 )

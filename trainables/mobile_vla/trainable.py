@@ -4,20 +4,20 @@
 
 `config` is the flat dict a search space produces; `report(metrics, checkpoint_dir)` is
 the one hook to the outside (Ray Tune's report, or a printed line when standalone).
-Set-up is a handful of named steps; the loop below is the whole of training.
+Set-up is a handful of named steps (`MobileVLATrial`); the loop is the shared one
+(trainables/trial_loop.py).
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from trainables.mobile_vla.backbone import cast_frozen
+from trainables.mobile_vla.checkpoint import load_trainable, save_trainable
 from trainables.mobile_vla.dataset import MobileVLAData, load_dataset
 from trainables.mobile_vla.frame_batches import (
     FrameBatches,
@@ -35,39 +35,16 @@ from trainables.mobile_vla.image_features import (
 from trainables.mobile_vla.modeling_mobile_vla import (
     MobileVLAPolicy,
     build_policy,
-    cast_frozen,
-    load_trainable,
     parameter_counts,
-    save_trainable,
     trainable_image_side,
 )
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows
-from trainables.training import (
-    BatchPlan,
-    Trainer,
-    load_training_state,
-    peak_memory_mb,
-    plan_batches,
-    save_training_state,
-    trial_metrics,
-)
+from trainables.training import BatchPlan, Trainer, plan_batches
+from trainables.trial_loop import Trial, trial_function
 
-Report = Callable[[dict[str, Any], str], None]
 # A prediction within half a nominal command of zero counts as "no motion".
 DIRECTION_DEADBAND = 0.5
-
-
-def count_targets(batch: dict) -> int:
-    """Real (unmasked) target elements: what `action_loss` counts."""
-    return batch["count"]
-
-
-def batch_loss(policy: MobileVLAPolicy) -> Callable:
-    def loss_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return policy.compute_loss(predict(policy, batch), batch["target"], batch["mask"])
-
-    return loss_fn
 
 
 def image_features_for(
@@ -121,20 +98,6 @@ def evaluate(
     return metrics
 
 
-def save_checkpoint(
-    directory: Path, policy: MobileVLAPolicy, trainer: Trainer, epoch: int, flat: dict
-) -> None:
-    """LoRA adapter (PEFT format) + head + optimizer/scheduler/scaler + RNG + position."""
-    save_trainable(policy, directory)
-    save_training_state(directory, trainer, epoch, flat)
-
-
-def restore_checkpoint(directory: Path, policy: MobileVLAPolicy, trainer: Trainer) -> int:
-    """Load a checkpoint into the built policy and trainer; returns epochs already done."""
-    load_trainable(policy, directory)
-    return load_training_state(directory, trainer)
-
-
 def describe(
     plan: BatchPlan, trainer: Trainer, policy: MobileVLAPolicy, frames_cap: int, feature_cache: str
 ) -> dict:
@@ -154,71 +117,73 @@ def describe(
     }
 
 
-def train(
-    config: dict[str, Any],
-    report: Report,
-    data: MobileVLAData | None = None,
-    checkpoint_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Run the trial to max_epochs (or on from a checkpoint); returns the derived values."""
-    cfg = parse_config(config)
-    if cfg.run.torch_threads:
-        torch.set_num_threads(cfg.run.torch_threads)
+class MobileVLATrial(Trial):
+    """The policy, its optimizer and its batches; the loop is trainables.trial_loop's."""
 
-    # --- set-up: data, model, precision, optimizer, features, position
-    torch.manual_seed(cfg.train.seed)
-    if data is None:
-        data = load_dataset(cfg.data)
-    policy, tokenizer = build_policy(cfg.model, data.instructions)
-    weights = weights_key(policy)  # of the fp32 weights, before any cast
-    plan = plan_batches(cfg.train, len(data.train))
-    frames_cap = frames_per_micro_batch(cfg.batching, plan, cfg.data.window_size)
-    trainer = Trainer(policy, cfg.train, plan)
-    policy.to(trainer.device)
-    if trainer.precision != "fp32":
-        cast_frozen(policy, torch.bfloat16 if trainer.precision == "bf16" else torch.float16)
-    features, feature_cache = image_features_for(policy, data, cfg, trainer.precision, weights)
-    batches = FrameBatches(data, tokenizer, trainer.device, cfg.batching.frame_dedup, features)
-    val_batches = split_by_frames(
-        np.arange(len(data.val)), data.val.frames, frames_cap, cfg.batching.frame_dedup
-    )
-    loss_fn = batch_loss(policy)
-    start_epoch = restore_checkpoint(Path(checkpoint_dir), policy, trainer) if checkpoint_dir else 0
-    derived = describe(plan, trainer, policy, frames_cap, feature_cache)
+    parse_config = staticmethod(parse_config)
+    load_dataset = staticmethod(load_dataset)
+    checkpoint_prefix = "vla-ckpt-"
 
-    # --- the loop: one epoch = one report
-    for epoch in range(start_epoch, cfg.train.max_epochs):
-        started = time.perf_counter()
-        losses, norms, rows, micro = [], [], 0, 0
+    def __init__(self, cfg: TrialConfig, data: MobileVLAData):
+        """Set-up in order: model, plan, precision, optimizer, image features, batches."""
+        self.cfg, self.data = cfg, data
+        self.policy, tokenizer = build_policy(cfg.model, data.instructions)
+        weights = weights_key(self.policy)  # of the fp32 weights, before any cast
+        plan = plan_batches(cfg.train, len(data.train))
+        self.frames_cap = frames_per_micro_batch(cfg.batching, plan, cfg.data.window_size)
+        self.trainer = trainer = Trainer(self.policy, cfg.train, plan)
+        self.policy.to(trainer.device)
+        if trainer.precision != "fp32":
+            low = torch.bfloat16 if trainer.precision == "bf16" else torch.float16
+            cast_frozen(self.policy, low)
+        features, feature_cache = image_features_for(
+            self.policy, data, cfg, trainer.precision, weights
+        )
+        dedup = cfg.batching.frame_dedup
+        self.batches = FrameBatches(data, tokenizer, trainer.device, dedup, features)
+        self.val_batches = split_by_frames(
+            np.arange(len(data.val)), data.val.frames, self.frames_cap, dedup
+        )
+        self.derived = describe(plan, trainer, self.policy, self.frames_cap, feature_cache)
+
+    def steps(self, epoch: int) -> Iterator[tuple[list[dict], int]]:
+        cfg, train = self.cfg, self.data.train
+        plan, frames_cap = self.trainer.plan, self.frames_cap
         for step in epoch_steps(
-            data.train, cfg.batching, plan, cfg.train.batch_size, frames_cap, cfg.train.seed, epoch
+            train, cfg.batching, plan, cfg.train.batch_size, frames_cap, cfg.train.seed, epoch
         ):
-            micro_batches = [batches(data.train, indices) for indices in step]
-            loss, norm = trainer.step(micro_batches, loss_fn, count_targets)
-            losses.append(loss)
-            norms.append(norm)
-            rows += sum(batch["rows"] for batch in micro_batches)
-            micro += len(micro_batches)
-        train_seconds = time.perf_counter() - started
+            micro_batches = [self.batches(train, indices) for indices in step]
+            yield micro_batches, sum(batch["rows"] for batch in micro_batches)
 
-        samples = plan.steps_per_epoch * cfg.train.batch_size
-        metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
-        # What frame sharing did: backbone frames per window, micro-batches per step.
-        metrics["frame_passes_per_window"] = rows / samples
-        metrics["micro_batches_per_step"] = micro / plan.steps_per_epoch
-        if len(data.val):
-            metrics |= evaluate(
-                policy,
-                batches,
-                data.val,
-                val_batches,
-                trainer,
-                data.action_names,
-                data.action_bound,
-            )
-        metrics["peak_mem_mb"] = peak_memory_mb(trainer.device)
-        metrics["derived"] = derived  # constant per trial: the tuner logs them as params
-        with tempfile.TemporaryDirectory(prefix="vla-ckpt-") as tmp:
-            save_checkpoint(Path(tmp), policy, trainer, epoch, config)
-            report(metrics, tmp)
-    return derived
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.policy.compute_loss(predict(self.policy, batch), batch["target"], batch["mask"])
+
+    def count_targets(self, batch: dict) -> int:
+        """Real (unmasked) target elements: what `action_loss` counts."""
+        return batch["count"]
+
+    def throughput(self, rows: int, samples: int, seconds: float) -> dict[str, float]:
+        return {"frame_passes_per_window": rows / samples}
+
+    def validate(self) -> dict[str, float]:
+        data = self.data
+        if not len(data.val):
+            return {}
+        return evaluate(
+            self.policy,
+            self.batches,
+            data.val,
+            self.val_batches,
+            self.trainer,
+            data.action_names,
+            data.action_bound,
+        )
+
+    def save_weights(self, directory: Path) -> None:
+        save_trainable(self.policy, directory)
+
+    def load_weights(self, directory: Path) -> None:
+        load_trainable(self.policy, directory)
+
+
+train = trial_function(MobileVLATrial)

@@ -15,11 +15,7 @@ from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig
 from trainables.mobile_vla.frame_batches import BatchingConfig
 from trainables.training import TrainConfig
-
-
-@dataclass
-class RunOptions:
-    torch_threads: int = 0  # 0: torch's default; the tuner sets CPUs per trial
+from trainables.trial_loop import RunOptions
 
 
 @dataclass

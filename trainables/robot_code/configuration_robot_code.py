@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-TINY = "tiny"
+from trainables.config import TINY, ModelChoice, check_positive_int
+
 # Llama's module names; other architectures take an explicit comma-separated list.
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -24,7 +25,7 @@ _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ModelChoice):
     """What to build and which parts train."""
 
     model: str = TINY
@@ -53,13 +54,6 @@ class ModelConfig:
     tiny_vocab_size: int = 512  # BPE vocabulary trained on the data (256 bytes + merges)
     tiny_max_positions: int = 1024
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.model == TINY
-
     @property
     def trains_embeddings(self) -> bool:
         return self.is_tiny if self.train_embeddings is None else self.train_embeddings
@@ -75,7 +69,7 @@ class ModelConfig:
             raise ValueError(f"model: expected 'tiny' or a local directory, got {self.model!r}")
         if not self.is_tiny and not Path(self.model).expanduser().is_dir():
             raise ValueError(f"model: {self.model!r} is neither 'tiny' nor a local directory")
-        _check_positive_int("lora_r", self.lora_r)
+        check_positive_int("lora_r", self.lora_r)
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha: must be > 0, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
@@ -98,7 +92,7 @@ class ModelConfig:
             "tiny_intermediate",
             "tiny_max_positions",
         ):
-            _check_positive_int(key, getattr(self, key))
+            check_positive_int(key, getattr(self, key))
         if self.tiny_hidden % self.tiny_heads or (self.tiny_hidden // self.tiny_heads) % 2:
             raise ValueError(
                 f"tiny_hidden: {self.tiny_hidden} must split into tiny_heads={self.tiny_heads} "
@@ -119,8 +113,3 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
         return cls(**json.loads(Path(path).read_text()))
-
-
-def _check_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")

@@ -30,10 +30,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from trainables.config import OneLineParser
+from trainables.cache import default_cache_dir
+from trainables.cli import demo_data_parser, write_or_fail
 
 T = TypeVar("T")
 PROG = "python -m trainables.robot_code.demo_data"
+DESCRIPTION = "Write synthetic robot commands with their API calls as a JSON list."
 DEMO_RECORDS = 2000
 MAX_RECORDS = 100_000
 CATEGORIES = ("movement", "turning", "manipulation", "navigation", "sequence")
@@ -232,8 +234,6 @@ def write_demo_file(out: str | Path, n: int, seed: int = 0) -> Path:
 
 
 def demo_file_path(n: int = DEMO_RECORDS, seed: int = 0, root: str | Path | None = None) -> Path:
-    from trainables.mobile_vla.decode_cache import default_cache_dir
-
     base = Path(root) if root is not None else default_cache_dir() / "robot_code_demo"
     return base / f"commands_seed{seed}_n{n}.json"
 
@@ -254,25 +254,18 @@ def ensure_demo_data(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(
-        prog=PROG,
-        description="Write synthetic robot commands with their API calls as a JSON list.",
-    )
-    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser = demo_data_parser(PROG, DESCRIPTION, out_help="JSON file to write")
     parser.add_argument("--n", type=int, required=True, help="number of records")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        path = write_demo_file(args.out, args.n, args.seed)
-    except (ValueError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.n} records to {path}")
-    return 0
+
+    def write() -> str:
+        return f"wrote {args.n} records to {write_demo_file(args.out, args.n, args.seed)}"
+
+    return write_or_fail(PROG, write)
 
 
 if __name__ == "__main__":

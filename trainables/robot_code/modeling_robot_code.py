@@ -11,13 +11,11 @@ directory alone, loaded with `PeftModel.from_pretrained`, reproduces the trained
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -28,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from trainables.adapters import load_adapter
 from trainables.robot_code.configuration_robot_code import EMBEDDING_MODULES, ModelConfig
 from trainables.robot_code.tokenizer import train_code_tokenizer
 
@@ -179,22 +178,8 @@ def save_trainable(
 
 def load_trainable(model: PeftModel, directory: Path) -> None:
     """Load `save_trainable`'s adapter into a model built with the same config."""
-    adapter_dir = directory / ADAPTER_DIR
-    saved = json.loads((adapter_dir / "adapter_config.json").read_text())
-    current = model.peft_config["default"]
-    for key in ("r", "lora_alpha", "target_modules", "modules_to_save"):
-        theirs, mine = _comparable(saved.get(key)), _comparable(getattr(current, key))
-        if theirs != mine:
-            raise ModelError(f"{adapter_dir}: adapter {key}={theirs!r}, the model has {mine!r}")
-    weights = load_file(adapter_dir / "adapter_model.safetensors")
-    result = set_peft_model_state_dict(model, weights)
-    if result.unexpected_keys:
-        raise ModelError(f"{adapter_dir}: unexpected adapter weights {result.unexpected_keys[:5]}")
-
-
-def _comparable(value):
-    """peft keeps list targets as a set and writes them as a list: compare sorted."""
-    return sorted(value) if isinstance(value, (set, list, tuple)) else value
+    keys = ("r", "lora_alpha", "target_modules", "modules_to_save")
+    load_adapter(model, directory / ADAPTER_DIR, keys, owner="the model", error=ModelError)
 
 
 def save_base_model(

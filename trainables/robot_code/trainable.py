@@ -4,15 +4,15 @@
 
 `config` is the flat dict a search space produces; `report(metrics, checkpoint_dir)` is
 the one hook to the outside (Ray Tune's report, or a printed line when standalone).
-`data` is what `load_data(config)` returns, loaded once by the tuner and shared. Set-up
-is a handful of named steps; the loop below is the whole of training.
+`data` is what the task's `load_data(config)` returns, loaded once by the tuner and
+shared. Set-up is a handful of named steps (`RobotCodeTrial`); the loop is the shared
+one (trainables/trial_loop.py).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from trainables.robot_code.prompt import (
     encode_records,
     warn_truncated,
 )
-from trainables.robot_code.trial_config import RunOptions, TrialConfig, parse_config
+from trainables.robot_code.trial_config import TrialConfig, parse_config
 from trainables.training import (
     BatchPlan,
     TrainConfig,
@@ -54,24 +54,14 @@ from trainables.training import (
     TrainingError,
     autocast,
     epoch_order,
-    load_training_state,
-    peak_memory_mb,
     plan_batches,
     resolve_device,
     resolve_precision,
-    save_training_state,
     step_batches,
-    trial_metrics,
 )
+from trainables.trial_loop import Trial, apply_run_options, trial_function
 
-Report = Callable[[dict[str, Any], str], None]
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def load_data(config: dict[str, Any]) -> RobotCodeData:
-    """The records a trial of this config trains on: plain strings, for the object store.
-    Without data_path, the demo set (generated once into the cache)."""
-    return load_dataset(parse_config(config).data)
 
 
 def training_texts(data: RobotCodeData, prompt: PromptConfig) -> list[str]:
@@ -94,31 +84,6 @@ def causal_lm_loss(model: PeftModel) -> Callable:
         return loss, (labels != IGNORE_INDEX).sum()
 
     return loss_fn
-
-
-def save_checkpoint(
-    directory: Path,
-    model: PeftModel,
-    tokenizer: PreTrainedTokenizerBase,
-    cfg: TrialConfig,
-    trainer: Trainer,
-    epoch: int,
-    flat: dict[str, Any],
-) -> None:
-    """LoRA adapter (PEFT format) + tokenizer + optimizer/scheduler/scaler + RNG + position."""
-    save_trainable(model, tokenizer, cfg.model, directory)
-    save_training_state(directory, trainer, epoch, flat)
-
-
-def restore_checkpoint(directory: Path, model: PeftModel, trainer: Trainer) -> int:
-    """Load a checkpoint into the built model and trainer; returns epochs already done."""
-    load_trainable(model, directory)
-    return load_training_state(directory, trainer)
-
-
-def apply_run_options(run: RunOptions) -> None:
-    if run.torch_threads:
-        torch.set_num_threads(run.torch_threads)
 
 
 def load_dtype(cfg: TrainConfig) -> torch.dtype:
@@ -224,56 +189,65 @@ def baseline_metrics(config: dict[str, Any], data: RobotCodeData | None = None) 
     return evaluate(model, tokenizer, cfg, data, prepared, device, precision)
 
 
-def train(
-    config: dict[str, Any],
-    report: Report,
-    data: RobotCodeData | None = None,
-    checkpoint_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Run the trial to max_epochs (or on from a checkpoint); returns the derived values."""
-    cfg = parse_config(config)
-    apply_run_options(cfg.run)
+class RobotCodeTrial(Trial):
+    """The code LM, its optimizer and the tokenized records; the loop is
+    trainables.trial_loop's."""
 
-    # --- set-up: data, model, batches, optimizer, position
-    if data is None:
-        data = load_dataset(cfg.data)
-    model, tokenizer = build(cfg, data)
-    prepared = prepare(cfg, data, tokenizer)
-    if not len(prepared.train):
-        raise TrainingError(
-            f"no training record keeps a response token within max_length="
-            f"{cfg.prompt.max_length}: every prompt fills it"
-        )
-    plan = plan_batches(cfg.train, len(prepared.train))
-    trainer = Trainer(model, cfg.train, plan)
-    model.to(trainer.device)
-    loss_fn = causal_lm_loss(model)
-    start_epoch = restore_checkpoint(Path(checkpoint_dir), model, trainer) if checkpoint_dir else 0
-    derived = describe(plan, trainer, model, prepared)
+    parse_config = staticmethod(parse_config)
+    load_dataset = staticmethod(load_dataset)
+    checkpoint_prefix = "robot-code-ckpt-"
 
-    # --- the loop: one epoch = one report
-    for epoch in range(start_epoch, cfg.train.max_epochs):
-        started = time.perf_counter()
-        losses, norms, tokens = [], [], 0
-        order = epoch_order(len(prepared.train), cfg.train.seed, epoch)
-        for micro_rows in step_batches(order, plan, cfg.train.batch_size):
-            micro_batches = [collate(prepared.train, rows, trainer.device) for rows in micro_rows]
-            loss, norm = trainer.step(micro_batches, loss_fn, count_targets)
-            losses.append(loss)
-            norms.append(norm)
-            tokens += sum(int(prepared.train.lengths[rows].sum()) for rows in micro_rows)
-        train_seconds = time.perf_counter() - started
-
-        samples = plan.steps_per_epoch * cfg.train.batch_size
-        metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
-        metrics["tokens_per_s"] = tokens / train_seconds
-        if len(data.val):
-            metrics |= evaluate(
-                model, tokenizer, cfg, data, prepared, trainer.device, trainer.precision
+    def __init__(self, cfg: TrialConfig, data: RobotCodeData):
+        """Set-up in order: model, tokenized records, plan, optimizer."""
+        self.cfg, self.data = cfg, data
+        self.model, self.tokenizer = build(cfg, data)
+        self.prepared = prepared = prepare(cfg, data, self.tokenizer)
+        if not len(prepared.train):
+            raise TrainingError(
+                f"no training record keeps a response token within max_length="
+                f"{cfg.prompt.max_length}: every prompt fills it"
             )
-        metrics["peak_mem_mb"] = peak_memory_mb(trainer.device)
-        metrics["derived"] = derived  # constant per trial: the tuner logs them as params
-        with tempfile.TemporaryDirectory(prefix="robot-code-ckpt-") as tmp:
-            save_checkpoint(Path(tmp), model, tokenizer, cfg, trainer, epoch, config)
-            report(metrics, tmp)
-    return derived
+        plan = plan_batches(cfg.train, len(prepared.train))
+        self.trainer = Trainer(self.model, cfg.train, plan)
+        self.model.to(self.trainer.device)
+        self.lm_loss = causal_lm_loss(self.model)
+        self.derived = describe(plan, self.trainer, self.model, prepared)
+
+    def steps(self, epoch: int) -> Iterator[tuple[list[dict], int]]:
+        train, device = self.prepared.train, self.trainer.device
+        order = epoch_order(len(train), self.cfg.train.seed, epoch)
+        for micro_rows in step_batches(order, self.trainer.plan, self.cfg.train.batch_size):
+            micro_batches = [collate(train, rows, device) for rows in micro_rows]
+            yield micro_batches, sum(int(train.lengths[rows].sum()) for rows in micro_rows)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lm_loss(batch)
+
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> int:
+        return count_targets(batch)
+
+    def throughput(self, tokens: int, samples: int, seconds: float) -> dict[str, float]:
+        return {"tokens_per_s": tokens / seconds}
+
+    def validate(self) -> dict[str, float]:
+        if not len(self.data.val):
+            return {}
+        trainer = self.trainer
+        return evaluate(
+            self.model,
+            self.tokenizer,
+            self.cfg,
+            self.data,
+            self.prepared,
+            trainer.device,
+            trainer.precision,
+        )
+
+    def save_weights(self, directory: Path) -> None:
+        save_trainable(self.model, self.tokenizer, self.cfg.model, directory)
+
+    def load_weights(self, directory: Path) -> None:
+        load_trainable(self.model, directory)
+
+
+train = trial_function(RobotCodeTrial)

@@ -15,6 +15,7 @@ from trainables.robot_code.dataset import DataConfig
 from trainables.robot_code.evaluation import EvalConfig
 from trainables.robot_code.prompt import PromptConfig
 from trainables.training import TrainConfig
+from trainables.trial_loop import RunOptions
 
 
 @dataclass
@@ -32,11 +33,6 @@ class CodeTrainConfig(TrainConfig):
     batch_size: int = 16
     max_epochs: int = 4
     lr_schedule: str = "cosine"
-
-
-@dataclass
-class RunOptions:
-    torch_threads: int = 0  # 0: torch's default; the tuner sets CPUs per trial
 
 
 @dataclass

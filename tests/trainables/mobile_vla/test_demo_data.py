@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from trainables.mobile_vla.dataset import DataConfig, resolve_instruction
-from trainables.mobile_vla.demo_data import (
+from trainables.mobile_vla.demo_data import write_demo_episodes
+from trainables.mobile_vla.demo_scene import (
     ACTION_CHUNK_SIZE,
     INSTRUCTION_MAP,
     NUM_FRAMES,
     SCENARIOS,
     SPEED,
     instruction_for,
-    write_demo_episodes,
 )
 from trainables.mobile_vla.episode_format import FILE_NAME, decode_images, inspect_episode
 

@@ -9,20 +9,19 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from trainables.mobile_vla.backbone import (
+    cast_frozen,
+    load_backbone,
+    lora_module_names,
+    save_backbone,
+)
+from trainables.mobile_vla.checkpoint import ADAPTER_DIR, HEAD_FILE, load_trainable, save_trainable
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.modeling_mobile_vla import (
-    ADAPTER_DIR,
-    HEAD_FILE,
     MobileVLAPolicy,
     action_loss,
     build_policy,
-    cast_frozen,
-    load_backbone,
-    load_trainable,
-    lora_module_names,
     parameter_counts,
-    save_backbone,
-    save_trainable,
 )
 from trainables.mobile_vla.tokenizer import encode_instructions, train_instruction_tokenizer
 

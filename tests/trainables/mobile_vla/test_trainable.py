@@ -14,14 +14,11 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from trainables.config import ConfigError
+from trainables.mobile_vla.backbone import load_backbone
+from trainables.mobile_vla.checkpoint import load_trainable
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.frame_batches import FrameBatches, split_by_frames
-from trainables.mobile_vla.modeling_mobile_vla import (
-    MobileVLAPolicy,
-    build_policy,
-    load_backbone,
-    load_trainable,
-)
+from trainables.mobile_vla.modeling_mobile_vla import MobileVLAPolicy, build_policy
 from trainables.mobile_vla.tokenizer import encode_instructions
 from trainables.mobile_vla.trainable import evaluate, parse_config, train
 from trainables.mobile_vla.windows import Windows

@@ -1,0 +1,191 @@
+"""A sweep's input, checked end to end before anything starts: options, space, keys,
+configs, data, batch plans. Fails fastest first; bad input is a `BadInput` (one line,
+exit 2). The checks themselves are small functions in tuner/checks.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
+from tuner.experiment import candidate_configs, describe_config
+from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
+
+DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
+
+
+@dataclass
+class SweepOptions:
+    """Everything that defines a sweep; saved beside it so --resume needs no re-typing."""
+
+    space: str = "grid_robovlms"
+    data_dir: str | None = None
+    pattern: str | None = None
+    model: str | None = None
+    max_epochs: int | None = None
+    search: str | None = None
+    num_samples: int | None = None
+    scheduler: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    storage_path: str = "ray_results"
+    mlflow_uri: str | None = None
+    experiment: str = "vla-tune"
+    name: str | None = None
+    address: str | None = None
+    shared_storage: bool = False
+    sets: dict[str, Any] = field(default_factory=dict)
+    sweep_id: str = ""
+
+
+@dataclass
+class Prepared:
+    """A sweep checked end to end, ready to run."""
+
+    options: SweepOptions
+    space: Space
+    task: Any
+    search: str
+    scheduler: str
+    base: dict[str, Any]
+    searched: list[str]
+    candidates: list[dict[str, Any]]
+    plans: list[dict[str, Any]]
+    data: Any
+    share_data: bool
+    max_t: int
+    notes: list[str]
+    warnings: list[str]
+
+
+def options_from_args(args: argparse.Namespace) -> SweepOptions:
+    from trainables.config import ConfigError, parse_assignments
+
+    try:
+        sets = parse_assignments(args.sets)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SweepOptions)}
+    values["sets"] = sets
+    values = {k: v for k, v in values.items() if v is not None}
+    for key in ("max_epochs", "num_samples", "max_concurrent"):
+        if key in values and values[key] < 1:
+            raise BadInput(f"--{key.replace('_', '-')} must be >= 1, got {values[key]}")
+    for key in ("gpus_per_trial", "cpus_per_trial"):
+        if key in values and values[key] < 0:
+            raise BadInput(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
+    if "name" in values:
+        check_name(values["name"])
+    return SweepOptions(**values)
+
+
+def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
+    """Check everything a sweep needs, in the order that fails fastest."""
+    from trainables.config import ConfigError
+    from trainables.task import get_task
+    from trainables.training import TrainingError
+
+    try:
+        space = load_space(opts.space)
+    except SpaceError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        task = get_task(space.trainable)
+    except KeyError as exc:
+        raise BadInput(f"{space.path}: trainable: {exc.args[0]}") from None
+    try:
+        check_keys(space, task.keys)
+    except SpaceError as exc:
+        raise BadInput(str(exc)) from None
+    for key in opts.sets:
+        if key not in task.keys:
+            raise BadInput(f"--set {key}: not a config key of '{space.trainable}'")
+    space, pinned = pin(space, opts.sets)  # a --set wins over the space's search
+    notes = [pinned_note(k, opts.sets[k], d) for k, d in pinned.items()]
+
+    search = opts.search or space.search
+    if not space.params and search != "grid":
+        raise BadInput(f"--set pins every key {space.path} searches: nothing left to sample")
+    if search == "grid" and any(d.kind != "values" for d in space.params.values()):
+        raise BadInput(f"{space.path}: search grid needs lists of values for every param")
+    if opts.num_samples:
+        space = dataclasses.replace(space, num_samples=opts.num_samples)
+    scheduler = opts.scheduler or space.scheduler.type
+
+    base = {**space.fixed, **opts.sets}
+    for option, key in task.cli_keys.items():
+        if getattr(opts, option) is not None:
+            base[key] = getattr(opts, option)
+    demo = "data_dir" in task.cli_keys and task.cli_keys["data_dir"] not in base
+    if opts.max_epochs:
+        base["max_epochs"] = opts.max_epochs
+    elif demo and "max_epochs" not in opts.sets:
+        base["max_epochs"] = DEMO_MAX_EPOCHS
+        notes.append(f"demo data: {DEMO_MAX_EPOCHS} epochs per trial (--max-epochs to change)")
+    elif "max_epochs" not in base and "max_epochs" not in space.params:
+        base["max_epochs"] = task.defaults["max_epochs"]
+        notes.append(
+            f"the space sets no max_epochs: {base['max_epochs']} epochs per trial, the default "
+            f"of '{space.trainable}' (--max-epochs to change)"
+        )
+    searched = list(space.params)
+    try:
+        if demo:
+            # Check keys before generating anything.
+            data_key = task.cli_keys["data_dir"]
+            task.check_config({**candidate_configs(space, search, base)[0], data_key: "demo"})
+            base, message = task.demo_data(base)
+            notes.append(message)
+        candidates = candidate_configs(space, search, base)
+        for config in candidates:
+            task.check_config(config)
+    except ConfigError as exc:
+        raise config_error(str(exc), opts.sets, opts.space) from None
+
+    max_epochs = max(int(float(c.get("max_epochs", 1))) for c in candidates)  # checked above
+    max_t = min(space.scheduler.max_t or max_epochs, max_epochs)
+    share_data = not (set(searched) & task.data_keys)
+    data, plans, warnings = None, [], []
+    if load_data:
+        try:
+            data = task.load_data(candidates[0])
+        except (*task.data_errors, ConfigError) as exc:
+            raise BadInput(str(exc)) from None
+        if task.val_size is not None:
+            val_ratio = candidates[0].get("val_ratio", task.defaults.get("val_ratio"))
+            check_validation(task.val_size(data), task.summary(data), space.metric, val_ratio)
+        for config in candidates:
+            try:
+                plans.append(task.plan(config, data))
+            except TrainingError as exc:
+                raise BadInput(f"{describe_config(config, searched)}: {exc}") from None
+        single = [
+            describe_config(c, searched)
+            for c, p in zip(candidates, plans, strict=True)
+            if p["steps_per_epoch"] == 1
+        ]
+        if single:
+            warnings.append(
+                f"{len(single)} configurations make only one optimizer step per epoch "
+                f"(batch_size close to the training windows): {'; '.join(single)}"
+            )
+    return Prepared(
+        options=opts,
+        space=space,
+        task=task,
+        search=search,
+        scheduler=scheduler,
+        base=base,
+        searched=searched,
+        candidates=candidates,
+        plans=plans,
+        data=data,
+        share_data=share_data,
+        max_t=max_t,
+        notes=notes,
+        warnings=warnings,
+    )
