@@ -130,6 +130,17 @@ def write_results(out: Path, results, data) -> dict[str, Any]:
     return summary
 
 
+def data_error_line(exc, data_dir: str | None) -> str:
+    """The first bad file as check_data names it (`path: reason`), and how to list all."""
+    if len(exc.errors) <= 1:
+        return one_line(exc)
+    more = len(exc.errors) - 1
+    return (
+        f"{exc.errors[0]} (and {more} more bad file{'s' * (more > 1)}: "
+        f"python -m trainables.mobile_vla.check_data {data_dir} checks every file)"
+    )
+
+
 def log_to_parent(source: Source, uri: str | None, out: Path) -> str:
     """Log `out` under evaluation/ in the sweep's parent run; returns a line to print."""
     from mlflow.tracking import MlflowClient
@@ -158,9 +169,8 @@ def evaluate(args: argparse.Namespace) -> int:
             policy = Policy.from_export(source.folder)
         else:
             policy = Policy.from_checkpoint(source.folder, source.flat)
-    except DataError as exc:  # every bad file named, as check_data names them
-        first, *rest = str(exc).splitlines()
-        raise BadInput("\n".join([first, *(f"bad: {line.strip()}" for line in rest)])) from None
+    except DataError as exc:
+        raise BadInput(data_error_line(exc, flat.get("data_dir"))) from None
     except (ConfigError, ValueError, OSError) as exc:
         raise BadInput(one_line(exc)) from None
     out = Path(args.out or Path("evaluation") / source.name)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.inference import (
     BACKBONE_DIR,
     MERGED_DIR,
@@ -55,7 +54,7 @@ class ExportWriter:
         lines to print."""
         lines = []
         if self.instructions is not None:
-            cfg = ModelConfig.load(out / CONFIG_FILE)
+            cfg = parse_config(self.flat).model
             backbone, tokenizer = load_backbone(cfg, self.instructions)
             save_backbone(backbone, tokenizer, out / BACKBONE_DIR)
             lines.append(f"{BACKBONE_DIR}/: the tiny base backbone and its tokenizer")
