@@ -64,9 +64,12 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
 
 def runs_page_url(uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
-    """The experiment's runs page: on the tracking server itself, else on `mlflow ui`."""
+    """The experiment's runs page: on the tracking server itself, else on `mlflow ui`.
+
+    `workflowType=machine_learning` switches MLflow 3.17's sidebar from its default GenAI
+    mode (where the experiment opens on traces and tokens) to "Model training"."""
     base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else ui
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def flat_params(values: dict[str, Any], prefix: str = "") -> list[Param]:

@@ -68,7 +68,10 @@ def test_experiment_opens_on_training_runs_and_the_url_is_printed(sweep):
     _, uri, stdout = sweep
     experiment = MlflowClient(uri).get_experiment_by_name("vla-tune")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+    page = (
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+        "?workflowType=machine_learning"
+    )
     assert f"runs page:   {page}" in stdout
     assert f"mlflow ui --backend-store-uri {uri}" in stdout
 
