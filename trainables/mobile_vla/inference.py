@@ -97,9 +97,7 @@ class Policy:
         + head. `flat` is the trial config (default: the folder's trial_config.json)."""
         folder = Path(checkpoint)
         flat = flat if flat is not None else read_json(folder / TRIAL_CONFIG_FILE)
-        cfg = ModelConfig.load(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
-        if cfg is None:
-            raise ExportError(f"{folder / CONFIG_FILE}: missing (is this a checkpoint?)")
+        cfg = ModelConfig.from_dict(read_json(folder / CONFIG_FILE), ignore_unknown=False)
         backbone, tokenizer = base_backbone(cfg, folder, flat)
         if cfg.lora_enable:
             if not (folder / ADAPTER_DIR).is_dir():
