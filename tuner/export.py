@@ -3,6 +3,8 @@
 Writes OUT/config.json (the best configuration in the trainable's reference format; for
 mobile_vla a RoboVLMs-style config with its train_setup block), OUT/trial_config.json
 (the flat trial config) and copies the checkpoint's adapter (PEFT format) and head.
+`--merge` also writes the backbone with the adapter merged in (fp16), for deployment;
+`Policy.from_export(OUT)` (trainables.mobile_vla.inference) loads either form.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="sweep name (default: the most recent sweep)")
     parser.add_argument("--storage-path", default="ray_results")
     parser.add_argument("--out", help="output folder (default exported/<sweep name>)")
+    parser.add_argument(
+        "--merge", action="store_true", help="also write the merged fp16 backbone + head"
+    )
     args = parser.parse_args(argv)
 
     storage = Storage(args.storage_path, args.name)
@@ -63,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # e.g. a model folder this machine does not have
         print(f"error: {storage.experiment_uri}/{BEST_FILE}: {one_line(exc)}", file=sys.stderr)
         return 2
+    try:
+        writer = model_writer(best["trainable"], best["config"], args.merge)
+    except (ValueError, OSError) as exc:  # e.g. the tiny model's episodes are not here
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     out = Path(args.out or Path("exported") / storage.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
@@ -76,9 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.copy2(source, out / source.name)
         copied.append(source.name)
+    extras = writer.write(out, args.merge) if writer else []
     print(f"best trial {best['trial']}: {best['metric']} {best['value']:.4f}")
     print(f"exported to {out}: config.json, trial_config.json, {', '.join(copied)}")
+    for line in extras:
+        print(f"  {line}")
     return 0
+
+
+def model_writer(trainable: str, config: dict, merge: bool):
+    """The task's export extras (None when it has none); checked before writing."""
+    if trainable != "mobile_vla":
+        if merge:
+            raise ValueError(f"--merge: trainable {trainable} has no backbone to merge")
+        return None
+    from trainables.mobile_vla.export_model import ExportWriter
+
+    return ExportWriter.prepare(config)
 
 
 if __name__ == "__main__":

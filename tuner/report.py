@@ -115,11 +115,55 @@ def plot_learning_curves(rows: list[TrialRow], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+LOG_SCALE_KEYS = ("learning_rate", "weight_decay")  # searched in decades, shown in decades
+MAX_TICKS = 8  # label every distinct value up to this many; else only the ends
+
+
+def log_scaled_keys(space: Any) -> set[str]:
+    """Parameters searched on a log scale: loguniform ones, and learning rate / weight
+    decay when every value is > 0 (a weight decay grid with 0 stays linear)."""
+    keys = set()
+    for key, dist in space.params.items():
+        numbers = [a for a in dist.args if isinstance(a, (int, float))]
+        positive = len(numbers) == len(dist.args) and min(numbers, default=0) > 0
+        if dist.kind == "loguniform" or (key in LOG_SCALE_KEYS and positive):
+            keys.add(key)
+    return keys
+
+
+def axis_position(value: Any, values: list[Any], log: bool) -> float:
+    """Where `value` sits on an axis holding `values`, in [0, 1]: numbers by value (by
+    decade when `log`), anything else in sorted order."""
+    if all(isinstance(v, (int, float)) for v in values):
+        numbers = [float(v) for v in values]
+        log = log and min(numbers) > 0
+        scale = math.log10 if log else float
+        low, high = scale(min(numbers)), scale(max(numbers))
+        return 0.5 if high == low else (scale(float(value)) - low) / (high - low)
+    ordered = sorted({str(v) for v in values})
+    return ordered.index(str(value)) / max(1, len(ordered) - 1)
+
+
+def axis_ticks(values: list[Any], log: bool) -> list[tuple[float, str]]:
+    """(position, label) of the values to label: each distinct one (the grid), or the
+    ends when there are many."""
+    distinct = sorted(set(values), key=lambda v: (not isinstance(v, (int, float)), v))
+    if len(distinct) > MAX_TICKS:
+        distinct = [distinct[0], distinct[-1]]
+    return [(axis_position(v, values, log), short(v)) for v in distinct]
+
+
 def plot_parallel_coordinates(
-    rows: list[TrialRow], metric: str, mode: str, searched: list[str], path: Path
+    rows: list[TrialRow],
+    metric: str,
+    mode: str,
+    searched: list[str],
+    path: Path,
+    log_keys: set[str] | None = None,
 ) -> None:
     """One vertical axis per hyperparameter plus the metric; one line per trial,
-    coloured by the metric (best = dark)."""
+    coloured by the metric (best = dark). `log_keys` axes are by decade (default: any
+    positive axis spanning a factor of 10 or more)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,35 +171,39 @@ def plot_parallel_coordinates(
 
     done = [r for r in rows if not math.isnan(r.value)]
     axes = [*searched, metric]
-
-    def position(key: str, value: Any, values: list[Any]) -> float:
-        if all(isinstance(v, (int, float)) for v in values):
-            numbers = [float(v) for v in values]
-            log = min(numbers) > 0 and max(numbers) / min(numbers) >= 10
-            scale = (lambda x: math.log10(x)) if log else (lambda x: x)  # noqa: E731
-            low, high = scale(min(numbers)), scale(max(numbers))
-            return 0.5 if high == low else (scale(float(value)) - low) / (high - low)
-        ordered = sorted({str(v) for v in values})
-        return ordered.index(str(value)) / max(1, len(ordered) - 1)
-
     columns = {k: [r.config.get(k) if k != metric else r.value for r in done] for k in axes}
+
+    def is_log(key: str) -> bool:
+        if log_keys is not None and key != metric:
+            return key in log_keys
+        numbers = [v for v in columns[key] if isinstance(v, (int, float))]
+        return bool(numbers) and min(numbers) > 0 and max(numbers) / min(numbers) >= 10
+
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(axes), 5))
     best, worst = (min, max) if mode == "min" else (max, min)
     lo, hi = (best(columns[metric]), worst(columns[metric])) if done else (0, 1)
     cmap = plt.get_cmap("viridis")
     for i, r in enumerate(done):
-        ys = [position(k, columns[k][i], columns[k]) for k in axes]
+        ys = [axis_position(columns[k][i], columns[k], is_log(k)) for k in axes]
         shade = 0.0 if hi == lo else (r.value - lo) / (hi - lo)
         ax.plot(range(len(axes)), ys, color=cmap(shade), alpha=0.8, linewidth=1.2)
     for x, key in enumerate(axes):
         ax.axvline(x, color="grey", linewidth=0.8)
-        values = columns[key]
-        if values:
-            ax.text(x, -0.06, f"{short(min(values))}", ha="center", va="top", fontsize=7)
-            ax.text(x, 1.04, f"{short(max(values))}", ha="center", va="bottom", fontsize=7)
+        if not columns[key]:
+            continue
+        ticks = axis_ticks(columns[key], is_log(key)) if key != metric else [
+            (axis_position(v, columns[key], False), short(v))
+            for v in (min(columns[key]), max(columns[key]))
+        ]  # fmt: skip
+        for y, label in ticks:
+            ax.plot([x - 0.04, x], [y, y], color="grey", linewidth=0.8)
+            ax.text(x - 0.06, y, label, ha="right", va="center", fontsize=7)
+        if is_log(key):
+            ax.text(x, 1.04, "log", ha="center", va="bottom", fontsize=7, color="grey")
     ax.set_xticks(range(len(axes)), axes, rotation=15)
     ax.set_yticks([])
-    ax.set_ylim(-0.15, 1.12)
+    ax.set_ylim(-0.08, 1.1)
+    ax.set_xlim(-0.5, len(axes) - 0.8)
     ax.set_title(f"parallel coordinates (dark = best {metric})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner import report
+from tuner.tracking import runs_page_url
 
 BEST_FILE = "best.json"
 
@@ -29,7 +30,12 @@ def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, 
         report.write_csv(rows, space.metric, prep.searched, out / "results.csv")
         report.plot_learning_curves(rows, space.metric, out / "learning_curves.png")
         report.plot_parallel_coordinates(
-            rows, space.metric, space.mode, prep.searched, out / "parallel_coordinates.png"
+            rows,
+            space.metric,
+            space.mode,
+            prep.searched,
+            out / "parallel_coordinates.png",
+            report.log_scaled_keys(space),
         )
         for name in ("results.csv", "learning_curves.png", "parallel_coordinates.png"):
             tracker.log_artifacts(parent_id, out / name)
@@ -59,6 +65,7 @@ def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, 
         f"{early} stopped early by ASHA, {len(failed)} failed"
     )
     print(f"compare them:  mlflow ui --backend-store-uri {uri}")
+    print(f"  runs page:   {runs_page_url(uri, tracker.experiment_id)}")
     print(f"export best:   python -m tuner.export --name {storage.name}")
     if unfinished:
         print(f"{unfinished} trials unfinished: python -m tuner.run --resume --name {storage.name}")

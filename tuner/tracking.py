@@ -28,6 +28,8 @@ ROLE_TAG = "vla_tune.role"
 STOP_TAG = "vla_tune.stopped"
 NODE_TAG = "vla_tune.node"  # where the trial runs now
 NODES_TAG = "vla_tune.nodes"  # every node it ran on, in order (a retry may move it)
+# MLflow 3 opens an experiment on its GenAI overview unless it carries this tag.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Ray's own bookkeeping in every result: not metrics of the model.
 RAY_KEYS = {
     "training_iteration", "time_this_iter_s", "timestamp", "done", "trial_id", "date",
@@ -59,6 +61,15 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
     elif parsed.scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
         raise TrackingError(f"MLflow URI {uri}: unknown scheme '{parsed.scheme}'")
+
+
+def runs_page_url(uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's runs page: on the tracking server itself, else on `mlflow ui`.
+
+    `workflowType=machine_learning` switches MLflow 3.17's sidebar from its default GenAI
+    mode (where the experiment opens on traces and tokens) to "Model training"."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else ui
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def flat_params(values: dict[str, Any], prefix: str = "") -> list[Param]:
@@ -101,7 +112,7 @@ class SweepTracker:
         if found is None:
             location = artifact_root.resolve().as_uri() if artifact_root else None
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
+                experiment, artifact_location=location, tags=EXPERIMENT_KIND
             )
         else:
             self.experiment_id = found.experiment_id

@@ -12,7 +12,7 @@ from tuner.storage import Storage
 from tuner.summary import BEST_FILE
 
 
-def write_sweep(root, checkpoint, model: str = "tiny") -> None:
+def write_sweep(root, checkpoint, model: str = "tiny", data_dir: str = "/data/episodes") -> None:
     """A finished sweep's best.json, as tuner.summary writes it."""
     Storage(str(root), "sweep").write_json(
         BEST_FILE,
@@ -23,7 +23,7 @@ def write_sweep(root, checkpoint, model: str = "tiny") -> None:
             "mode": "min",
             "value": 0.25,
             "epochs": 2,
-            "config": {"model": model, "data_dir": "/data/episodes", "learning_rate": 1e-3},
+            "config": {"model": model, "data_dir": str(data_dir), "learning_rate": 1e-3},
             "checkpoint": str(checkpoint),
             "space": "lora_tpe",
             "trainable": "mobile_vla",
@@ -49,14 +49,25 @@ def checkpoint(tmp_path):
     return folder
 
 
-def test_exports_a_local_checkpoint(tmp_path, checkpoint):
-    write_sweep(tmp_path / "results", checkpoint)
+def test_exports_a_local_checkpoint(tmp_path, checkpoint, demo_dir):
+    write_sweep(tmp_path / "results", checkpoint, data_dir=demo_dir)
     run = export(tmp_path / "results", tmp_path / "out")
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "out" / "config.json").read_text())["learning_rate"] == 1e-3
+    # backbone/: the tiny model's random weights and tokenizer, rebuilt from the episodes.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "adapter", "config.json", "head.safetensors", "trial_config.json"
+        "adapter", "backbone", "config.json", "head.safetensors", "trial_config.json"
     ]  # fmt: skip
+    assert (tmp_path / "out" / "backbone" / "tokenizer.json").is_file()
+
+
+def test_tiny_model_without_its_episodes_is_one_error_line_and_writes_nothing(tmp_path, checkpoint):
+    missing = tmp_path / "elsewhere" / "episodes"
+    write_sweep(tmp_path / "results", checkpoint, data_dir=missing)
+    run = export(tmp_path / "results", tmp_path / "out")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr == f"error: {missing}: data directory does not exist\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_checkpoint_is_one_error_line_and_writes_nothing(tmp_path):
