@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="sweep name (default: the most recent sweep)")
     parser.add_argument("--storage-path", default="ray_results")
     parser.add_argument("--out", help="output folder (default exported/<sweep name>)")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="GPUs the reference trainer runs on: batch_size x accumulation x devices is the "
+        "trial's batch (default: the --from-robovlms file's, else 1)",
+    )
     args = parser.parse_args(argv)
 
     storage = Storage(args.storage_path, args.name)
@@ -59,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
     task = get_task(best["trainable"])
     try:
-        config = task.export_config(best["config"]) if task.export_config else best["config"]
+        config = best["config"]
+        if task.export_config:
+            from tuner.run import STATE_FILE
+
+            reference = (storage.read_json(STATE_FILE) or {}).get("robovlms")
+            config = task.export_config(config, reference=reference, devices=args.devices)
     except (ValueError, OSError) as exc:  # e.g. a model folder this machine does not have
         print(f"error: {storage.experiment_uri}/{BEST_FILE}: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ An interrupted sweep continues with `--resume` (the latest sweep of the space, o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -32,7 +33,9 @@ from tuner.checks import (
     trial_resources,
 )
 from tuner.experiment import candidate_configs, describe_config
+from tuner.plan_json import dry_run_json
 from tuner.ray_start import check_storage, local_temp_dir, quiet_tune_output, start_ray
+from tuner.reference import robovlms_layer, searched_note
 from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
 from tuner.storage import Storage
 
@@ -63,6 +66,8 @@ class SweepOptions:
     shared_storage: bool = False
     sets: dict[str, Any] = field(default_factory=dict)
     sweep_id: str = ""
+    from_robovlms: str | None = None  # a RoboVLMs config JSON: the base of the sweep
+    robovlms: dict[str, Any] | None = None  # its contents (parents merged), for export
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Prepared:
     max_t: int
     notes: list[str]
     warnings: list[str]
+    ignored: list[str] = field(default_factory=list)  # keys of --from-robovlms not used
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a config value (repeatable); a key the space searches is pinned to it",
     )
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
+    p.add_argument(
+        "--from-robovlms",
+        metavar="CONFIG.json",
+        help="a RoboVLMs config: its values are the sweep's base (the space searches, --set wins)",
+    )
+    p.add_argument("--json", action="store_true", help="with --dry-run: one JSON document")
     return p
 
 
@@ -183,14 +195,16 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         space = dataclasses.replace(space, num_samples=opts.num_samples)
     scheduler = opts.scheduler or space.scheduler.type
 
-    base = {**space.fixed, **opts.sets}
+    from_file, ignored, file_notes = robovlms_layer(opts, task, space.fixed)
+    notes += file_notes + searched_note(from_file, list(space.params), opts.from_robovlms)
+    base = {**space.fixed, **from_file, **opts.sets}
     for option, key in task.cli_keys.items():
         if getattr(opts, option) is not None:
             base[key] = getattr(opts, option)
     demo = "data_dir" in task.cli_keys and task.cli_keys["data_dir"] not in base
     if opts.max_epochs:
         base["max_epochs"] = opts.max_epochs
-    elif demo and "max_epochs" not in opts.sets:
+    elif demo and "max_epochs" not in {**opts.sets, **from_file}:
         base["max_epochs"] = DEMO_MAX_EPOCHS
         notes.append(f"demo data: {DEMO_MAX_EPOCHS} epochs per trial (--max-epochs to change)")
     elif "max_epochs" not in base and "max_epochs" not in space.params:
@@ -255,6 +269,7 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         max_t=max_t,
         notes=notes,
         warnings=warnings,
+        ignored=ignored,
     )
 
 
@@ -293,6 +308,8 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
         f"  results    {storage.experiment_uri}",
         f"  mlflow     {mlflow_uri} (experiment '{opts.experiment}')",
     ]
+    if prep.ignored:
+        lines.append(f"  ignored from {opts.from_robovlms}: {', '.join(prep.ignored)}")
     lines += [f"  note       {n}" for n in prep.notes]
     print("\n".join(lines), flush=True)
     for warning in prep.warnings:
@@ -469,13 +486,19 @@ def main(argv: list[str] | None = None) -> int:
             check_reachable(mlflow_uri)  # cheap: before minutes of loading data
         except TrackingError as exc:
             raise BadInput(str(exc)) from None
-        prep = prepare(opts)
+        if args.json and not args.dry_run:
+            raise BadInput("--json goes with --dry-run")
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            prep = prepare(opts)  # with --json, stdout holds the document only
         if not args.resume and storage.exists():
             raise BadInput(f"{storage.experiment_uri}: a sweep of that name exists (--resume?)")
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if args.json:
+        print(dry_run_json(prep))
+        return 0
     print_header(prep, storage, mlflow_uri)
     if args.dry_run:
         print_dry_run(prep)

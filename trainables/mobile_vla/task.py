@@ -11,6 +11,7 @@ from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, 
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.frame_batches import BatchingConfig
 from trainables.mobile_vla.robovlms_config import to_robovlms
+from trainables.mobile_vla.robovlms_import import import_for_sweep
 from trainables.mobile_vla.trial_config import RunOptions, parse_config
 from trainables.task import Task
 from trainables.training import TrainConfig, plan_batches
@@ -69,6 +70,7 @@ TASK = Task(
     demo_data=demo_data,
     precompute=precompute,
     export_config=to_robovlms,
+    import_config=import_for_sweep,
     data_errors=(DataError,),
     keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
     data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
