@@ -200,3 +200,8 @@ def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys):
     assert export_main(["--storage-path", str(tmp_path / "results"), "--out", str(out)]) == 0
     exported = json.loads((out / "config.json").read_text())
     assert exported == {**raw, "weight_decay": 0.1}
+
+
+def test_json_needs_dry_run(capsys, sweep_args, write_space):
+    code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), "--json"))
+    assert code == 2 and err == "error: --json goes with --dry-run"
