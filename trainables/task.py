@@ -39,8 +39,12 @@ class Task:
     # precompute(flat, data, device) -> (data with what every trial can share computed
     # once, e.g. frozen image features; one line saying what was done, or None)
     precompute: Callable[[dict[str, Any], Any, str], tuple[Any, str | None]] | None = None
-    # export_config(flat) -> the configuration in the task's reference format (JSON-able)
-    export_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # export_config(flat, reference=None, devices=None) -> the configuration in the task's
+    # reference format (JSON-able); from `reference` (the file a sweep started from) if given
+    export_config: Callable[..., dict[str, Any]] | None = None
+    # import_config(raw, under, over) -> the reference file's layer of the base config
+    # (.flat, .ignored, .notes); `under`/`over` are the layers below and above it
+    import_config: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], Any] | None = None
     # exceptions load_data raises for bad input (reported as one line, exit 2)
     data_errors: tuple[type[Exception], ...] = ()
     # keys a trial config may hold (for validating space files and --set)

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge", action="store_true", help="also write the merged fp16 backbone + head"
     )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="GPUs the reference trainer runs on: batch_size x accumulation x devices is the "
+        "trial's batch (default: the --from-robovlms file's, else 1)",
+    )
     args = parser.parse_args(argv)
 
     storage = Storage(args.storage_path, args.name)
@@ -64,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     task = get_task(best["trainable"])
     try:
-        config = task.export_config(best["config"]) if task.export_config else best["config"]
+        config = best["config"]
+        if task.export_config:
+            from tuner.run import STATE_FILE
+
+            reference = (storage.read_json(STATE_FILE) or {}).get("robovlms")
+            config = task.export_config(config, reference=reference, devices=args.devices)
     except (ValueError, OSError) as exc:  # e.g. a model folder this machine does not have
         print(f"error: {storage.experiment_uri}/{BEST_FILE}: {one_line(exc)}", file=sys.stderr)
         return 2

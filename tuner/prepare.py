@@ -12,6 +12,7 @@ from typing import Any
 
 from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
 from tuner.experiment import candidate_configs, describe_config
+from tuner.reference import robovlms_layer, searched_note
 from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
@@ -40,6 +41,8 @@ class SweepOptions:
     shared_storage: bool = False
     sets: dict[str, Any] = field(default_factory=dict)
     sweep_id: str = ""
+    from_robovlms: str | None = None  # a RoboVLMs config JSON: the base of the sweep
+    robovlms: dict[str, Any] | None = None  # its contents (parents merged), for export
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Prepared:
     max_t: int
     notes: list[str]
     warnings: list[str]
+    ignored: list[str] = field(default_factory=list)  # keys of --from-robovlms not used
 
 
 def options_from_args(args: argparse.Namespace) -> SweepOptions:
@@ -116,14 +120,16 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         space = dataclasses.replace(space, num_samples=opts.num_samples)
     scheduler = opts.scheduler or space.scheduler.type
 
-    base = {**space.fixed, **opts.sets}
+    from_file, ignored, file_notes = robovlms_layer(opts, task, space.fixed)
+    notes += file_notes + searched_note(from_file, list(space.params), opts.from_robovlms)
+    base = {**space.fixed, **from_file, **opts.sets}
     for option, key in task.cli_keys.items():
         if getattr(opts, option) is not None:
             base[key] = getattr(opts, option)
     demo = "data_dir" in task.cli_keys and task.cli_keys["data_dir"] not in base
     if opts.max_epochs:
         base["max_epochs"] = opts.max_epochs
-    elif demo and "max_epochs" not in opts.sets:
+    elif demo and "max_epochs" not in {**opts.sets, **from_file}:
         base["max_epochs"] = DEMO_MAX_EPOCHS
         notes.append(f"demo data: {DEMO_MAX_EPOCHS} epochs per trial (--max-epochs to change)")
     elif "max_epochs" not in base and "max_epochs" not in space.params:
@@ -188,4 +194,5 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         max_t=max_t,
         notes=notes,
         warnings=warnings,
+        ignored=ignored,
     )

@@ -16,6 +16,7 @@ Ray (tuner/ray_start.py) -> Tuner (tuner/tune_setup.py) -> fit -> summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from tuner.checks import BadInput, trial_resources
 from tuner.experiment import describe_config
+from tuner.plan_json import dry_run_json
 from tuner.prepare import Prepared, SweepOptions, options_from_args, prepare
 from tuner.ray_start import check_storage, local_temp_dir, quiet_tune_output, start_ray
 from tuner.storage import Storage
@@ -77,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a config value (repeatable); a key the space searches is pinned to it",
     )
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
+    p.add_argument(
+        "--from-robovlms",
+        metavar="CONFIG.json",
+        help="a RoboVLMs config: its values are the sweep's base (the space searches, --set wins)",
+    )
+    p.add_argument("--json", action="store_true", help="with --dry-run: one JSON document")
     return p
 
 
@@ -115,6 +123,8 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
         f"  results    {storage.experiment_uri}",
         f"  mlflow     {mlflow_uri} (experiment '{opts.experiment}')",
     ]
+    if prep.ignored:
+        lines.append(f"  ignored from {opts.from_robovlms}: {', '.join(prep.ignored)}")
     lines += [f"  note       {n}" for n in prep.notes]
     print("\n".join(lines), flush=True)
     for warning in prep.warnings:
@@ -230,13 +240,19 @@ def main(argv: list[str] | None = None) -> int:
             check_reachable(mlflow_uri)  # cheap: before minutes of loading data
         except TrackingError as exc:
             raise BadInput(str(exc)) from None
-        prep = prepare(opts)
+        if args.json and not args.dry_run:
+            raise BadInput("--json goes with --dry-run")
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            prep = prepare(opts)  # with --json, stdout holds the document only
         if not args.resume and storage.exists():
             raise BadInput(f"{storage.experiment_uri}: a sweep of that name exists (--resume?)")
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if args.json:
+        print(dry_run_json(prep))
+        return 0
     print_header(prep, storage, mlflow_uri)
     if args.dry_run:
         print_dry_run(prep)

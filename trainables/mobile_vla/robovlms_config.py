@@ -1,61 +1,163 @@
-"""A trial's configuration as a RoboVLMs-style config JSON (train_setup block and all),
-so the best configuration of a sweep drops into the reference team's training code."""
+"""A trial's configuration as a RoboVLMs config JSON, in the schema RoboVLMs' `main.py`
+reads: `batch_size` per device, `trainer.accumulate_grad_batches`, `scheduler`,
+`warmup_epochs`, an `act_head` with a numeric `hidden_size` and post history.
+
+A sweep started `--from-robovlms` exports that file (its parents merged in) with only the
+values the sweep chose changed; every other key stays as it was.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from trainables.mobile_vla.robovlms_import import PRECISIONS_OUT, from_robovlms
 from trainables.mobile_vla.trial_config import parse_config
+from trainables.training import plan_batches
+
+# vla-tune key -> where RoboVLMs reads it: (section, key); "" is the top level.
+PLACES = {
+    "learning_rate": [("", "learning_rate")],
+    "min_lr_scale": [("", "min_lr_scale")],
+    "weight_decay": [("", "weight_decay")],
+    "warmup_ratio": [("", "warmup_epochs")],
+    "seed": [("", "seed")],
+    "lr_schedule": [("", "scheduler")],
+    "window_size": [("", "window_size"), ("act_head", "window_size")],
+    "fwd_pred_next_n": [("", "fwd_pred_next_n"), ("act_head", "fwd_pred_next_n")],
+    "precision": [("trainer", "precision"), ("train_setup", "precision")],
+    "grad_clip": [("trainer", "gradient_clip_val")],
+    "max_epochs": [("trainer", "max_epochs")],
+    "train_vision": [("train_setup", "train_vision")],
+    "freeze_backbone": [("train_setup", "freeze_backbone")],
+    "train_text_embedding": [("train_setup", "train_text_embedding")],
+    "lora_enable": [("train_setup", "lora_enable")],
+    "lora_r": [("train_setup", "lora_r")],
+    "lora_alpha": [("train_setup", "lora_alpha")],
+    "lora_dropout": [("train_setup", "lora_dropout")],
+    "head_hidden": [("act_head", "hidden_size")],
+    "head_layers": [("act_head", "num_layers")],
+    "action_bound": [("", "norm_max"), ("", "norm_min")],
+}
 
 
-def to_robovlms(flat: dict[str, Any]) -> dict[str, Any]:
+def split_batch(global_batch: int, micro: int, devices: int) -> tuple[int, int]:
+    """(batch_size per device, accumulate_grad_batches) whose product times `devices` is
+    the global batch, with the per-device batch at most the planned micro-batch."""
+    if devices < 1 or global_batch % devices:
+        raise ValueError(f"--devices {devices}: does not divide the batch_size {global_batch}")
+    per_device = global_batch // devices
+    size = max(d for d in range(1, min(micro, per_device) + 1) if per_device % d == 0)
+    return size, per_device // size
+
+
+def robovlms_values(flat: dict[str, Any], devices: int) -> dict[str, Any]:
+    """Every value a RoboVLMs config takes from a trial, keyed by vla-tune key (batch_size
+    as the (per-device batch, accumulation) pair)."""
     cfg = parse_config(flat)
     model, train, data = cfg.model, cfg.train, cfg.data
+    plan = plan_batches(train, train.batch_size)  # the micro-batch does not depend on the data
+    return {
+        "learning_rate": train.learning_rate,
+        "min_lr_scale": train.min_lr_scale,
+        "weight_decay": train.weight_decay,
+        "warmup_ratio": train.warmup_ratio,
+        "seed": train.seed,
+        "lr_schedule": train.lr_schedule,
+        "window_size": data.window_size,
+        "fwd_pred_next_n": data.fwd_pred_next_n,
+        "precision": PRECISIONS_OUT[train.precision],
+        "grad_clip": train.grad_clip,
+        "max_epochs": train.max_epochs,
+        "train_vision": model.train_vision,
+        "freeze_backbone": model.freeze_backbone,
+        "train_text_embedding": model.train_text_embedding,
+        "lora_enable": model.lora_enable,
+        "lora_r": model.lora_r,
+        "lora_alpha": model.lora_alpha,
+        "lora_dropout": model.lora_dropout,
+        "head_hidden": model.head_hidden or min(backbone_width(model), 1024),
+        "head_layers": model.lstm_layers(backbone_width(model)),
+        "action_bound": data.action_bound,
+        "batch_size": split_batch(train.batch_size, plan.micro_batch_size, devices),
+    }
+
+
+def backbone_width(model: Any) -> int:
+    if model.is_tiny:
+        return model.tiny_hidden
+    from transformers import Kosmos2Config
+
+    config = Kosmos2Config.from_pretrained(model.model, local_files_only=model.is_local)
+    return config.text_config.embed_dim
+
+
+def to_robovlms(
+    flat: dict[str, Any], reference: dict[str, Any] | None = None, devices: int | None = None
+) -> dict[str, Any]:
+    """The trial as a RoboVLMs config; from `reference` (the file the sweep started from)
+    when given, changing only the values the sweep chose."""
+    if reference is not None:
+        return _update(reference, flat, devices)
+    devices = devices or 1
+    values = robovlms_values(flat, devices)
+    doc = fresh(flat, devices)
+    for key, places in PLACES.items():
+        _put(doc, places, key, values[key])
+    doc["batch_size"], doc["trainer"]["accumulate_grad_batches"] = values["batch_size"]
+    return doc
+
+
+def _put(doc: dict[str, Any], places: list[tuple[str, str]], key: str, value: Any) -> None:
+    for section, name in places:
+        target = doc.setdefault(section, {}) if section else doc
+        target[name] = -value if (key, name) == ("action_bound", "norm_min") else value
+
+
+def _update(reference: dict[str, Any], flat: dict[str, Any], devices: int | None) -> dict[str, Any]:
+    imported = from_robovlms(reference)
+    devices = devices or imported.devices
+    doc = copy.deepcopy(reference)
+    values = robovlms_values(flat, devices)
+    for key, places in PLACES.items():
+        if key in flat and flat[key] != imported.flat.get(key):
+            if key == "action_bound":
+                doc["norm_action"] = True
+            _put(doc, places, key, values[key])
+    batch = flat.get("batch_size", imported.flat.get("batch_size"))
+    if batch != imported.flat.get("batch_size") or devices != imported.devices:
+        doc["batch_size"], accumulate = values["batch_size"]
+        doc.setdefault("trainer", {})["accumulate_grad_batches"] = accumulate
+        if devices != imported.devices:
+            doc["trainer"]["devices"] = devices
+    return doc
+
+
+def fresh(flat: dict[str, Any], devices: int) -> dict[str, Any]:
+    """The keys a RoboVLMs config needs beyond the searched values."""
+    cfg = parse_config(flat)
+    model, data = cfg.model, cfg.data
     height, width = data.image_size
-    precision = {"fp32": "32", "bf16": "bf16", "fp16": "16", "auto": "bf16"}[train.precision]
     return {
         "robovlm_name": "RoboKosMos",
         "model": "kosmos",
         "model_path": model.model,
         "image_size": height if height == width else [height, width],
-        "window_size": data.window_size,
-        "fwd_pred_next_n": data.fwd_pred_next_n,
-        "learning_rate": train.learning_rate,
-        "min_lr_scale": train.min_lr_scale,
-        "weight_decay": train.weight_decay,
-        "warmup_epochs": train.warmup_ratio,
-        "lr_schedule": train.lr_schedule,
-        "batch_size": train.batch_size,
-        "seed": train.seed,
-        "trainer": {
-            "precision": precision,
-            "gradient_clip_val": train.grad_clip,
-            "max_epochs": train.max_epochs,
-            "accumulate_grad_batches": None,  # derived from batch_size and the micro-batch
-        },
+        "norm_action": True,
+        "optimizer": "adamw",
+        "trainer": {"devices": devices, "max_steps": -1},
         "train_setup": {
-            "precision": precision,
             "predict_action": True,
             "predict_forward": False,
-            "train_vision": model.train_vision,
-            "freeze_backbone": model.freeze_backbone,
-            "train_text_embedding": model.train_text_embedding,
-            "lora_enable": model.lora_enable,
-            "lora_r": model.lora_r,
-            "lora_alpha": model.lora_alpha,
-            "lora_dropout": model.lora_dropout,
             "lora_bias": "none",
             "lora_target": model.lora_target,
         },
         "act_head": {
             "type": "LSTMDecoder",
-            "hidden_size": model.head_hidden,
-            "num_layers": model.head_layers,
             "action_dim": model.action_dim,
             "action_names": list(data.action_dims),
-            "action_bound": data.action_bound,
-            "fwd_pred_next_n": data.fwd_pred_next_n,
-            "window_size": data.window_size,
+            "with_history": True,
+            "history_type": "post",
             "action_space": "continuous",
             "loss": model.loss,
         },

@@ -11,6 +11,7 @@ from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, 
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.frame_batches import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.robovlms_config import to_robovlms
+from trainables.mobile_vla.robovlms_import import import_for_sweep
 from trainables.mobile_vla.trial_config import RunOptions, parse_config
 from trainables.task import demo_message, make_task
 from trainables.training import TrainConfig
@@ -64,4 +65,5 @@ TASK = make_task(
     precompute=precompute,
     plan=plan,
     export_config=to_robovlms,
+    import_config=import_for_sweep,
 )
