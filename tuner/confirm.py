@@ -194,7 +194,7 @@ def table(confirmed: Confirmed, metric: str, mode: str) -> str:
         text = f"  {i + 1}  {runs.name:<36} {values}   {stats.mean:.4f} +- {stats.sd:.4f}"
         if i:
             c = verdict.paired(best, runs, mode)
-            text += f"   behind the best by {c.diff:.4f} [{c.low:.4f}, {c.high:.4f}]"
+            text += f"   behind the best by {c.diff:.3g} [{c.low:.3g}, {c.high:.3g}]"
         lines.append(text)
     return "\n".join(lines)
 

@@ -126,8 +126,8 @@ def verdict(all_runs: list[Runs], metric: str, mode: str) -> str:
     runner = paired(order[0], order[1], mode)
     if runner.separable:
         return (
-            f"{line}; ahead of {runner.other} by {runner.diff:.4f} "
-            f"[{runner.low:.4f}, {runner.high:.4f}]"
+            f"{line}; ahead of {runner.other} by {runner.diff:.3g} "
+            f"[{runner.low:.3g}, {runner.high:.3g}]"
         )
     return f"{line}; not separable from {runner.other}: the difference is within seed noise"
 

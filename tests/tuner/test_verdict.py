@@ -40,7 +40,7 @@ def test_a_clear_winner_is_ahead_with_a_t_interval():
     # The episodes' own spread (0.10 vs 0.30) does not widen the paired interval.
     assert verdict([other, best], "val_loss", "min") == (
         "best lr=1e-04: val_loss 0.2000 +- 0.0100 (3 seeds); "
-        "ahead of lr=2e-05 by 0.0200 [0.0175, 0.0225]"
+        "ahead of lr=2e-05 by 0.02 [0.0175, 0.0225]"
     )
 
 
