@@ -13,7 +13,7 @@ from typing import Any
 from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
 from tuner.experiment import candidate_configs, describe_config
 from tuner.reference import robovlms_layer, searched_note
-from tuner.spaces import Space, SpaceError, check_keys, load_space, pin
+from tuner.spaces import ConfirmSpec, Space, SpaceError, check_keys, load_space, pin
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
 
@@ -43,6 +43,8 @@ class SweepOptions:
     sweep_id: str = ""
     from_robovlms: str | None = None  # a RoboVLMs config JSON: the base of the sweep
     robovlms: dict[str, Any] | None = None  # its contents (parents merged), for export
+    confirm: int | None = None  # confirm the top K configurations (None: the space's)
+    seeds: int | None = None  # ... with N runs each
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Prepared:
     notes: list[str]
     warnings: list[str]
     ignored: list[str] = field(default_factory=list)  # keys of --from-robovlms not used
+    confirm: ConfirmSpec = field(default_factory=ConfirmSpec)  # top 0: no confirmation
 
 
 def options_from_args(args: argparse.Namespace) -> SweepOptions:
@@ -79,6 +82,12 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     for key in ("max_epochs", "num_samples", "max_concurrent"):
         if key in values and values[key] < 1:
             raise BadInput(f"--{key.replace('_', '-')} must be >= 1, got {values[key]}")
+    if values.get("confirm", 0) < 0:
+        raise BadInput(f"--confirm must be >= 0, got {values['confirm']}")
+    if values.get("seeds", 2) < 2:
+        raise BadInput(
+            f"--seeds must be >= 2 (the search's run and one more), got {values['seeds']}"
+        )
     for key in ("gpus_per_trial", "cpus_per_trial"):
         if key in values and values[key] < 0:
             raise BadInput(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
@@ -119,6 +128,7 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     if opts.num_samples:
         space = dataclasses.replace(space, num_samples=opts.num_samples)
     scheduler = opts.scheduler or space.scheduler.type
+    confirm = confirm_spec(opts, space, task.keys)
 
     from_file, ignored, file_notes = robovlms_layer(opts, task, space.fixed)
     notes += file_notes + searched_note(from_file, list(space.params), opts.from_robovlms)
@@ -195,4 +205,18 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         notes=notes,
         warnings=warnings,
         ignored=ignored,
+        confirm=confirm,
     )
+
+
+def confirm_spec(opts: SweepOptions, space: Space, keys: list[str]) -> ConfirmSpec:
+    """--confirm/--seeds over the space's `confirm:`; off unless one of them asks."""
+    top = space.confirm.top if opts.confirm is None else opts.confirm
+    spec = ConfirmSpec(top=top, seeds=opts.seeds or space.confirm.seeds)
+    if opts.seeds and not top:
+        raise BadInput(f"--seeds {opts.seeds}: nothing to confirm (add --confirm K)")
+    if top and "seed" not in keys:
+        raise BadInput(f"--confirm: '{space.trainable}' has no 'seed' config key to vary")
+    if top and "seed" in space.params:
+        raise BadInput(f"{space.path}: params.seed: a searched seed cannot be confirmed")
+    return spec

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sets",
         help="a config value (repeatable); a key the space searches is pinned to it",
     )
+    p.add_argument(
+        "--confirm",
+        type=int,
+        metavar="K",
+        help="train the top K configurations again with more seeds (0: off; default: the space's)",
+    )
+    p.add_argument("--seeds", type=int, metavar="N", help="runs per confirmed configuration")
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
     p.add_argument(
         "--from-robovlms",
@@ -119,6 +126,13 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
         lines.append(f"             {prep.task.summary(prep.data)}")
     lines += [
         f"  epochs     {prep.base.get('max_epochs')} per trial",
+        "  confirm    "
+        + (
+            f"top {prep.confirm.top} x {prep.confirm.seeds} seeds "
+            f"({prep.confirm.top * (prep.confirm.seeds - 1)} more runs after the search)"
+            if prep.confirm.top
+            else "off (--confirm K to train the top K again with more seeds)"
+        ),
         f"  fixed      {', '.join(f'{k}={v}' for k, v in sorted(fixed.items()))}",
         f"  results    {storage.experiment_uri}",
         f"  mlflow     {mlflow_uri} (experiment '{opts.experiment}')",
@@ -169,7 +183,7 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     quiet_tune_output()
     import ray
 
-    from tuner import summary
+    from tuner import confirm, summary
     from tuner.tracking import SweepTracker
 
     opts = prep.options
@@ -203,7 +217,11 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
         results = make_tuner(prep, trainable, storage, base, tracking, resume).fit()
-        return summary.finish(prep, storage, tracker, parent_id, results, mlflow_uri)
+        confirmed = None
+        if prep.confirm.top and not summary.unfinished_trials(storage):
+            rows = summary.sorted_rows(prep, results)
+            confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
+        return summary.finish(prep, storage, tracker, parent_id, results, mlflow_uri, confirmed)
     finally:
         ray.shutdown()
 

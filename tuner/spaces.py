@@ -29,9 +29,10 @@ SEARCHES = ("grid", "random", "optuna")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 TOP_KEYS = {
     "description", "trainable", "metric", "mode", "search", "num_samples", "params",
-    "fixed", "scheduler",
+    "fixed", "scheduler", "confirm",
 }  # fmt: skip
 SCHEDULER_KEYS = {"type", "max_t", "grace_period", "reduction_factor"}
+CONFIRM_KEYS = {"top", "seeds"}
 FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -61,6 +62,15 @@ class SchedulerSpec:
 
 
 @dataclass
+class ConfirmSpec:
+    """After the search, the `top` configurations get `seeds` runs each (the search's
+    run counts as one). top 0: no confirmation, the default."""
+
+    top: int = 0
+    seeds: int = 3
+
+
+@dataclass
 class Space:
     name: str
     path: Path
@@ -73,6 +83,7 @@ class Space:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     num_samples: int = 1
     description: str = ""
+    confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of a grid space, in file order."""
@@ -164,6 +175,22 @@ def _scheduler(where: str, spec: Any) -> SchedulerSpec:
     return sched
 
 
+def _confirm(where: str, spec: Any) -> ConfirmSpec:
+    if spec is None:
+        return ConfirmSpec()
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{where}: expected a mapping like {{top: 3, seeds: 3}}")
+    unknown = sorted(set(spec) - CONFIRM_KEYS)
+    if unknown:
+        raise SpaceError(f"{where}.{unknown[0]}: unknown key (known: {sorted(CONFIRM_KEYS)})")
+    confirm = ConfirmSpec(**spec)
+    for key, least in (("top", 0), ("seeds", 2)):
+        value = getattr(confirm, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SpaceError(f"{where}.{key}: expected an integer >= {least}, got {value!r}")
+    return confirm
+
+
 def load_space(name_or_path: str) -> Space:
     path = resolve(name_or_path)
     try:
@@ -213,6 +240,7 @@ def load_space(name_or_path: str) -> Space:
         scheduler=_scheduler(f"{path}: scheduler", raw.get("scheduler")),
         num_samples=num_samples,
         description=str(raw.get("description", "")),
+        confirm=_confirm(f"{path}: confirm", raw.get("confirm")),
     )
 
 
@@ -251,6 +279,8 @@ def show(space: Space) -> str:
         )
     else:
         lines.append("  scheduler  fifo (every trial runs its full budget)")
+    if space.confirm.top:
+        lines.append(f"  confirm    top {space.confirm.top}, {space.confirm.seeds} seeds each")
     return "\n".join(lines)
 
 

@@ -8,23 +8,42 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuner import report
+from tuner import confirm, report, verdict
 from tuner.tracking import runs_page_url
 
 BEST_FILE = "best.json"
 
 
-def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, uri: str) -> int:
+def sorted_rows(prep: Any, results: Any) -> list[report.TrialRow]:
+    """The search's trials, best first."""
     space = prep.space
-    rows = report.sort_rows(
+    return report.sort_rows(
         report.rows_from_results(results, space.metric, prep.searched, prep.max_t), space.mode
     )
+
+
+def finish(
+    prep: Any,
+    storage: Any,
+    tracker: Any,
+    parent_id: str,
+    results: Any,
+    uri: str,
+    confirmed: confirm.Confirmed | None = None,
+) -> int:
+    space = prep.space
+    rows = sorted_rows(prep, results)
     failed = [r for r in rows if r.status == "failed"]
     unfinished = unfinished_trials(storage)
     print()
     print(report.table(rows, space.metric, prep.searched))
 
     best = next((r for r in rows if r.status != "failed" and not math.isnan(r.value)), None)
+    if confirmed is not None:
+        print()
+        print(confirm.table(confirmed, space.metric, space.mode))
+        confirm.log(confirmed, prep, tracker, parent_id)
+        best = confirmed.rows[confirmed.runs[0].name]  # the confirmed best's search trial
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         report.write_csv(rows, space.metric, prep.searched, out / "results.csv")
@@ -41,6 +60,8 @@ def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, 
             tracker.log_artifacts(parent_id, out / name)
         if best is not None:
             best_info = best_record(best, space, tracker, uri)
+            if confirmed is not None:
+                best_info["confirmed"] = confirmed_record(confirmed)
             tracker.log_json(parent_id, best_info, "best_config.json")
             if best_info["mlflow_run_id"]:
                 tracker.client.set_tag(best_info["mlflow_run_id"], "vla_tune.best", "true")
@@ -54,6 +75,11 @@ def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, 
     tracker.finish_parent(status)
 
     print()
+    tie = verdict.search_tie([r.value for r in rows if r.status != "failed"], space.metric)
+    if confirmed is not None:
+        print(f"verdict: {confirmed.line}")
+    elif tie:
+        print(tie)
     if best is not None:
         print(f"best {space.metric} {best.value:.4f}: {best.name}")
         print(f"  config   {json.dumps({k: best.config[k] for k in prep.searched})}")
@@ -70,7 +96,18 @@ def finish(prep: Any, storage: Any, tracker: Any, parent_id: str, results: Any, 
     if unfinished:
         print(f"{unfinished} trials unfinished: python -m tuner.run --resume --name {storage.name}")
         return 130
-    return 1 if failed else 0
+    return 1 if failed or (confirmed and confirmed.failed) else 0
+
+
+def confirmed_record(confirmed: confirm.Confirmed) -> dict[str, Any]:
+    stats = verdict.config_stats(confirmed.runs[0])
+    return {
+        "verdict": confirmed.line,
+        "seeds": confirmed.runs[0].seeds,
+        "values": stats.values,
+        "mean": stats.mean,
+        "sd": stats.sd,
+    }
 
 
 def best_record(best: Any, space: Any, tracker: Any, uri: str) -> dict[str, Any]:

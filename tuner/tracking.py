@@ -22,10 +22,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from tuner.experiment import describe_config
+
 SWEEP_TAG = "vla_tune.sweep_id"
 TRIAL_TAG = "vla_tune.trial_id"
 ROLE_TAG = "vla_tune.role"
 STOP_TAG = "vla_tune.stopped"
+PHASE_TAG = "vla_tune.phase"  # search | confirm
+VERDICT_TAG = "vla_tune.verdict"
 NODE_TAG = "vla_tune.node"  # where the trial runs now
 NODES_TAG = "vla_tune.nodes"  # every node it ran on, in order (a retry may move it)
 # MLflow 3 opens an experiment on its GenAI overview unless it carries this tag.
@@ -143,7 +147,7 @@ class SweepTracker:
             self.client.update_run(self.parent_id, status="RUNNING")
         return self.parent_id
 
-    def child(self, trial_id: str, name: str) -> tuple[str, bool]:
+    def child(self, trial_id: str, name: str, phase: str = "search") -> tuple[str, bool]:
         """(run id, existed) of the child run for this trial, created when new."""
         run_id = self._find({TRIAL_TAG: trial_id})
         if run_id is not None:
@@ -157,6 +161,7 @@ class SweepTracker:
                 SWEEP_TAG: self.sweep_id,
                 TRIAL_TAG: trial_id,
                 ROLE_TAG: "trial",
+                PHASE_TAG: phase,
             },
         )
         return run.info.run_id, False
@@ -189,11 +194,12 @@ class MLflowTrialCallback(Callback):
         max_t: int,
         trial_name: Any,
         searched: list[str],
+        phase: str = "search",
     ):
         # `tracking` = SweepTracker's arguments: the client is made on first use, so the
         # callback pickles with the experiment and works again after --resume.
         self.tracking, self.metric, self.max_t = tracking, metric, max_t
-        self.trial_name, self.searched = trial_name, searched
+        self.trial_name, self.searched, self.phase = trial_name, searched, phase
         self._reset()
 
     def _reset(self) -> None:
@@ -205,11 +211,12 @@ class MLflowTrialCallback(Callback):
 
     def __getstate__(self) -> dict:
         return {
-            k: self.__dict__[k] for k in ("tracking", "metric", "max_t", "trial_name", "searched")
+            k: self.__dict__[k]
+            for k in ("tracking", "metric", "max_t", "trial_name", "searched", "phase")
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"phase": "search", **state})
         self._reset()
 
     @property
@@ -220,7 +227,7 @@ class MLflowTrialCallback(Callback):
 
     def _run_for(self, trial) -> str:
         if trial.trial_id not in self.runs:
-            run_id, existed = self.tracker.child(trial.trial_id, self.trial_name(trial))
+            run_id, existed = self.tracker.child(trial.trial_id, self.trial_name(trial), self.phase)
             self.runs[trial.trial_id] = run_id
             self.logged_step[trial.trial_id] = (
                 self.tracker.last_step(run_id, self.metric) if existed else 0
@@ -228,6 +235,8 @@ class MLflowTrialCallback(Callback):
             if not existed:
                 params = flat_params(trial.config)
                 params.append(Param("searched", ",".join(self.searched)))
+                if self.phase == "confirm":  # the search's configuration this run repeats
+                    params.append(Param("confirms", describe_config(trial.config, self.searched)))
                 self.tracker.client.log_batch(run_id, params=params)
         return self.runs[trial.trial_id]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.tuner.conftest import SMALL_GRID
+from tuner.checks import BadInput
 from tuner.prepare import SweepOptions, prepare
 from tuner.run import main, print_header
 from tuner.storage import Storage
@@ -65,3 +66,28 @@ def test_default_epochs_are_each_trainables_own(write_space, tmp_path, trainable
     opts = SweepOptions(space=str(space), sets={data_key: str(tmp_path / "data")})
     prep = prepare(opts, load_data=False)
     assert prep.base["max_epochs"] == epochs and prep.max_t == epochs
+
+
+def test_confirmation_comes_from_the_space_and_the_options(
+    capsys, sweep_args, write_space, demo_dir
+):
+    """The shipped RoboVLMs spaces confirm 3 x 3; other spaces nothing unless asked;
+    --confirm 0 turns it off; --seeds alone is refused."""
+
+    def confirm(space, **options):
+        opts = SweepOptions(space=str(space), data_dir=str(demo_dir), **options)
+        spec = prepare(opts, load_data=False).confirm
+        return spec.top, spec.seeds
+
+    assert confirm("grid_robovlms") == (3, 3) and confirm("paper_robovlms") == (3, 3)
+    assert confirm("grid_robovlms", confirm=0)[0] == 0
+    small = write_space(SMALL_GRID)
+    assert confirm(small)[0] == 0
+    assert confirm(small, confirm=2, seeds=2) == (2, 2)
+    with pytest.raises(BadInput, match="--seeds 4: nothing to confirm"):
+        confirm(small, seeds=4)
+    args = sweep_args(small, "--dry-run")
+    assert main([*args, "--confirm", "0"]) == 0
+    assert "confirm    off" in capsys.readouterr().out
+    assert main([*args, "--seeds", "1"]) == 2
+    assert "error: --seeds must be >= 2" in capsys.readouterr().err

@@ -71,6 +71,15 @@ def test_shipped_spaces_load_and_use_real_keys():
             "trainable: mobile_vla\nmetric: m\nparams: {a: [1]}\nfixed: {a: 2}\n",
             "fixed.a: also searched",
         ),
+        (
+            "trainable: mobile_vla\nmetric: m\nparams: {a: [1]}\nconfirm: {top: 2, seeds: 1}\n",
+            "confirm.seeds: expected an integer >= 2, got 1",
+        ),
+        (
+            "trainable: mobile_vla\nmetric: m\nparams: {a: [1]}\nconfirm: {best: 2}\n",
+            "confirm.best: unknown key",
+        ),
+        ("trainable: mobile_vla\nmetric: m\nparams: {a: [1]}\nconfirm: 3\n", "confirm: expected"),
         ("trainable: [unclosed\n", "not valid YAML (line 2)"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
     ],

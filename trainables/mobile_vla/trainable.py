@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,10 +75,13 @@ def evaluate(
     trainer: Trainer,
     action_names: tuple[str, ...],
     bound: float,
-) -> dict[str, float]:
-    """val_loss, MAE per action dim in original units, and direction accuracy."""
+) -> dict[str, Any]:
+    """val_loss, MAE per action dim in original units, direction accuracy, and the loss
+    of each validation episode (`val_loss_per_episode`, in episode order: every trial
+    validates on the same episodes, so the tuner can compare configurations pairwise)."""
     policy.eval()
     loss_sum, count = 0.0, 0
+    episode_sums: dict[int, list[float]] = {}  # episode -> [loss sum, real targets]
     abs_err = torch.zeros(len(action_names), dtype=torch.float64)
     agree, real = 0, 0
     for indices in micro_batches:
@@ -86,6 +90,7 @@ def evaluate(
             pred = predict(policy, batch)
         s, n = policy.compute_loss(pred, batch["target"], batch["mask"])
         loss_sum, count = loss_sum + s.item(), count + int(n)
+        add_episode_losses(policy, pred, batch, windows.episode[indices], episode_sums)
         mask = batch["mask"].bool()
         pred, target = pred.float()[mask], batch["target"][mask]  # (real, A)
         abs_err += ((pred - target).abs() * bound).sum(dim=0).double().cpu()
@@ -93,9 +98,26 @@ def evaluate(
         agree += int((pred_class == target.sign()).sum())
         real += target.numel()
     metrics = {"val_loss": loss_sum / count, "direction_acc": agree / real}
+    metrics["val_loss_per_episode"] = [s / n for _, (s, n) in sorted(episode_sums.items())]
     per_dim = abs_err / (real / len(action_names))
     metrics.update({f"mae_{name}": float(v) for name, v in zip(action_names, per_dim, strict=True)})
     return metrics
+
+
+def add_episode_losses(
+    policy: MobileVLAPolicy,
+    pred: torch.Tensor,
+    batch: dict,
+    episodes: np.ndarray,
+    sums: dict[int, list[float]],
+) -> None:
+    """Add this micro-batch's loss sum and target count to each of its episodes."""
+    for episode in np.unique(episodes):
+        rows = torch.from_numpy(episodes == episode).to(pred.device)
+        s, n = policy.compute_loss(pred[rows], batch["target"][rows], batch["mask"][rows])
+        total = sums.setdefault(int(episode), [0.0, 0])
+        total[0] += s.item()
+        total[1] += int(n)
 
 
 def describe(
@@ -165,7 +187,7 @@ class MobileVLATrial(Trial):
     def throughput(self, rows: int, samples: int, seconds: float) -> dict[str, float]:
         return {"frame_passes_per_window": rows / samples}
 
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, Any]:
         data = self.data
         if not len(data.val):
             return {}

@@ -252,3 +252,15 @@ def test_cli_line_shows_a_slow_models_rate_with_significant_digits():
     assert format_metrics(metrics, 3).endswith("  0.0424 samples/s")
     assert format_metrics({**metrics, "samples_per_s": 7.891}, 3).endswith("  7.89 samples/s")
     assert format_metrics({**metrics, "samples_per_s": 1234.6}, 3).endswith("  1235 samples/s")
+
+
+def test_validation_reports_the_loss_of_each_episode(demo_dir, demo_data):
+    metrics = untrained_metrics(demo_dir, demo_data)
+    val = demo_data.val
+    episodes = np.unique(val.episode)
+    per_episode = metrics["val_loss_per_episode"]
+    assert len(per_episode) == len(episodes) >= 2
+    # Weighted by each episode's real targets, they give back the scalar val_loss.
+    weights = [val.mask[val.episode == e].sum() for e in episodes]
+    assert np.average(per_episode, weights=weights) == pytest.approx(metrics["val_loss"], rel=1e-5)
+    assert len(set(per_episode)) == len(per_episode)  # really per episode, not one value

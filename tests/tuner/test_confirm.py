@@ -1,0 +1,98 @@
+"""The confirmation phase end to end: real Ray, real MLflow, the demo episodes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.tuner.conftest import SMALL_GRID
+from tests.tuner.test_sweep import sweep_runs, tuner_cli
+
+CONFIRM = ["--scheduler", "fifo", "--confirm", "2", "--seeds", "2"]
+
+
+def by_phase(children):
+    search = [c for c in children if c.data.tags.get("vla_tune.phase") == "search"]
+    confirm = [c for c in children if c.data.tags.get("vla_tune.phase") == "confirm"]
+    return search, confirm
+
+
+def test_top_configurations_get_more_seeds_and_a_verdict(sweep_args, write_space, tmp_path):
+    space = write_space(SMALL_GRID.replace("max_epochs: 2", "max_epochs: 1"))
+    run = tuner_cli(sweep_args(space, "--name", "confirmed", *CONFIRM))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "confirm    top 2 x 2 seeds (2 more runs after the search)" in run.stdout
+    assert "confirmed (val_loss" in run.stdout and "\nverdict: " in run.stdout
+
+    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    search, confirm = by_phase(children)
+    assert len(parents) == 1 and len(search) == 4 and len(confirm) == 2  # K x (N - 1)
+    assert {c.data.params["seed"] for c in confirm} == {"1"}  # the search ran seed 0
+    confirmed = {c.data.params["confirms"] for c in confirm}
+    assert len(confirmed) == 2 and confirmed <= {c.info.run_name for c in search}
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+    parent = parents[0]
+    line = parent.data.tags["vla_tune.verdict"]
+    assert line.startswith("best lr=") and "(2 seeds)" in line
+    assert f"verdict: {line}" in run.stdout
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"confirm.csv", "confirm.png"} <= artifacts
+    path = client.download_artifacts(parent.info.run_id, "confirm.csv", str(tmp_path))
+    table = list(csv.DictReader(io.StringIO(open(path).read())))
+    assert [(r["rank"], r["seed"]) for r in table] == [
+        ("1", "0"),
+        ("1", "1"),
+        ("2", "0"),
+        ("2", "1"),
+    ]
+
+    best = json.loads((tmp_path / "results" / "confirmed" / "best.json").read_text())
+    assert best["confirmed"]["verdict"] == line and best["confirmed"]["seeds"] == [0, 1]
+    assert best["trial"] == table[0]["config"]  # the confirmed best, not just the search's
+
+
+def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, tmp_path):
+    space = write_space(SMALL_GRID)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "killed", *CONFIRM)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        started = 0
+        while time.monotonic() < deadline and not started:
+            time.sleep(0.5)
+            if driver.poll() is not None:
+                pytest.fail("the sweep ended before its confirmation could be killed")
+            try:
+                _, _, children = sweep_runs(uri)
+            except Exception:  # noqa: BLE001 - store not created yet
+                continue
+            started = len(by_phase(children)[1])
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait(timeout=30)
+    assert started >= 1
+
+    resumed = tuner_cli(
+        ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, parents, children = sweep_runs(uri)
+    search, confirm = by_phase(children)
+    assert len(parents) == 1 and len(search) == 4 and len(confirm) == 2  # none duplicated
+    assert {c.info.status for c in children} == {"FINISHED"}
+    for child in confirm:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert steps == [1, 2], (child.info.run_name, steps)
+    assert parents[0].data.tags["vla_tune.verdict"].startswith("best ")

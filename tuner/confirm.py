@@ -1,0 +1,247 @@
+"""The confirmation phase: the search's top K configurations, trained again to the full
+budget with more seeds, so each has N runs (the search's own run is one).
+
+The runs are Ray Tune trials of the same sweep, in the experiment `<sweep>/confirm`: the
+same trainable and resources, FIFO (every run trains fully), one trial per
+(configuration, seed) pair from `confirm.json`, written before the first of them starts.
+An interrupted confirmation is restored from its folder by `--resume`; nothing runs twice.
+The statistics are tuner/verdict.py's; here: which runs, and where the results go.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner import experiment, verdict
+from tuner.report import TrialRow
+from tuner.verdict import Runs
+
+CONFIRM_DIR = "confirm"  # Ray's experiment folder inside the sweep's
+PLAN_FILE = "confirm.json"
+SEED_KEY = "seed"
+
+
+@dataclass
+class Confirmed:
+    """What the summary needs: the runs of each configuration, best first, and the line."""
+
+    runs: list[Runs]  # ranked, best first
+    rows: dict[str, TrialRow]  # configuration name -> its search trial
+    line: str
+    failed: int
+
+
+def pick(rows: list[TrialRow], top: int) -> list[TrialRow]:
+    """The best `top` search trials that trained the full budget (rows are sorted)."""
+    done = [r for r in rows if r.status == "completed" and not math.isnan(r.value)]
+    return done[:top]
+
+
+def plan(picked: list[TrialRow], seeds: int, default_seed: int) -> list[dict[str, Any]]:
+    """(configuration, seed) pairs: the search trial's seed plus 1 .. seeds-1. Every
+    configuration gets the same seeds, so the paired comparison pairs like with like."""
+    points = []
+    for row in picked:
+        first = int(row.config.get(SEED_KEY, default_seed))
+        points += [{**row.config, SEED_KEY: first + i} for i in range(1, seeds)]
+    return points
+
+
+def episode_losses(metrics: dict[str, Any], metric: str) -> list[float]:
+    """The per-episode validation losses a trial reported, or its metric as one value
+    (tasks without per-episode losses)."""
+    per_episode = metrics.get(f"{metric}_per_episode")
+    if isinstance(per_episode, list) and per_episode:
+        return [float(v) for v in per_episode]
+    return [float(metrics.get(metric, math.nan))]
+
+
+def make_tuner(
+    prep: Any, trainable: Any, storage: Any, points: list[dict], tracking: dict, resume: bool
+) -> Any:
+    """A FIFO Tuner over exactly `points`, or the interrupted one restored."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from tuner.live import LiveView
+    from tuner.tracking import MLflowTrialCallback
+
+    uri = f"{storage.experiment_uri}/{CONFIRM_DIR}"
+    if resume and tune.Tuner.can_restore(uri, storage_filesystem=storage.filesystem):
+        return tune.Tuner.restore(
+            uri,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=storage.filesystem,
+        )
+    varied = [*prep.searched, SEED_KEY]
+    space = {**points[0]}  # constants, and each varied key as a choice of its planned values
+    for key in varied:
+        values: list[Any] = []
+        for point in points:
+            if point.get(key) not in values:
+                values.append(point.get(key))
+        space[key] = tune.choice(values)
+    name_fn, dirname_fn = experiment.name_functions(varied)
+    metric, mode = prep.space.metric, prep.space.mode
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=len(points),
+            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in points]),
+            scheduler=FIFOScheduler(),
+            max_concurrent_trials=prep.options.max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=name_fn,
+            trial_dirname_creator=dirname_fn,
+        ),
+        run_config=tune.RunConfig(
+            name=CONFIRM_DIR,
+            storage_path=storage.experiment_uri,
+            storage_filesystem=storage.filesystem,
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[
+                MLflowTrialCallback(
+                    tracking, metric, prep.max_t, name_fn, prep.searched, "confirm"
+                ),
+                LiveView(metric, mode, len(points), prep.max_t, name_fn),
+            ],
+            verbose=0,
+            log_to_file=True,
+        ),
+    )
+
+
+def run_phase(
+    prep: Any,
+    storage: Any,
+    trainable: Any,
+    tracking: dict,
+    rows: list[TrialRow],
+    search_results: Any,
+    resume: bool,
+) -> Confirmed | None:
+    """Train the planned runs (or finish them), then rank the configurations."""
+    top, seeds = prep.confirm.top, prep.confirm.seeds
+    saved = storage.read_json(PLAN_FILE) if resume else None
+    if saved is None:
+        picked = pick(rows, top)
+        if not picked:
+            print("confirm: no trial trained the full budget; nothing to confirm")
+            return None
+        default_seed = int(prep.task.defaults.get(SEED_KEY, 0))
+        saved = {
+            "top": [r.trial_id for r in picked],
+            "points": plan(picked, seeds, default_seed),
+        }
+        storage.write_json(PLAN_FILE, saved)
+    by_id = {r.trial_id: r for r in rows}
+    picked = [by_id[t] for t in saved["top"]]
+    print(
+        f"\nconfirm: the top {len(picked)} configurations, {seeds} seeds each: "
+        f"{len(saved['points'])} more runs of {prep.max_t} epochs",
+        flush=True,
+    )
+    results = make_tuner(prep, trainable, storage, saved["points"], tracking, resume).fit()
+    return collect(prep, picked, search_results, results)
+
+
+def collect(prep: Any, picked: list[TrialRow], search_results: Any, results: Any) -> Confirmed:
+    metric, searched = prep.space.metric, prep.searched
+    default_seed = int(prep.task.defaults.get(SEED_KEY, 0))
+    search_metrics = {
+        str((r.metrics or {}).get("trial_id", "")): r.metrics or {} for r in search_results
+    }
+    runs = {}
+    rows = {}
+    for row in picked:
+        name = experiment.describe_config(row.config, searched)
+        seed = int(row.config.get(SEED_KEY, default_seed))
+        losses = episode_losses(search_metrics.get(row.trial_id, {}), metric)
+        runs[name], rows[name] = Runs(name, [seed], [losses]), row
+    failed = 0
+    for result in results:
+        name = experiment.describe_config(result.config, searched)
+        if result.error is not None or name not in runs:
+            failed += 1
+            continue
+        runs[name].seeds.append(int(result.config[SEED_KEY]))
+        runs[name].episodes.append(episode_losses(result.metrics or {}, metric))
+    ranked = verdict.ranked(list(runs.values()), prep.space.mode)
+    line = verdict.verdict(ranked, metric, prep.space.mode)
+    return Confirmed(ranked, rows, line, failed)
+
+
+def table(confirmed: Confirmed, metric: str, mode: str) -> str:
+    """The confirmed rows: each configuration's seeds, mean +- sd, and the paired
+    difference to the best with its 95% interval."""
+    best = confirmed.runs[0]
+    lines = [f"confirmed ({metric}, mean over validation episodes; per seed, mean +- sd):"]
+    for i, runs in enumerate(confirmed.runs):
+        stats = verdict.config_stats(runs)
+        values = " ".join(f"{v:.4f}" for v in stats.values)
+        text = f"  {i + 1}  {runs.name:<36} {values}   {stats.mean:.4f} +- {stats.sd:.4f}"
+        if i:
+            c = verdict.paired(best, runs, mode)
+            text += f"   behind the best by {c.diff:.3g} [{c.low:.3g}, {c.high:.3g}]"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def write_csv(confirmed: Confirmed, mode: str, path: Path) -> None:
+    best = confirmed.runs[0]
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["rank", "config", "seed", "value", "mean", "sd", "diff", "low", "high"])
+        for i, runs in enumerate(confirmed.runs):
+            stats = verdict.config_stats(runs)
+            c = verdict.paired(best, runs, mode) if i else None
+            extra = [c.diff, c.low, c.high] if c else ["", "", ""]
+            for seed, value in zip(runs.seeds, stats.values, strict=True):
+                out.writerow([i + 1, runs.name, seed, value, stats.mean, stats.sd, *extra])
+
+
+def plot(confirmed: Confirmed, metric: str, path: Path) -> None:
+    """Per configuration: each seed's value, and the mean with its 95% t-interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(confirmed.runs)))
+    for y, runs in enumerate(confirmed.runs):
+        stats = verdict.config_stats(runs)
+        half = verdict.t95(stats.n - 1) * stats.sd / math.sqrt(stats.n) if stats.n > 1 else 0
+        ax.scatter(stats.values, [y] * stats.n, color="tab:gray", s=18, zorder=2)
+        ax.errorbar(stats.mean, y, xerr=half, fmt="o", color="tab:blue", capsize=4, zorder=3)
+    ax.set_yticks(range(len(confirmed.runs)), [r.name for r in confirmed.runs])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (seeds in gray; mean with 95% interval in blue)")
+    ax.set_title(confirmed.line, fontsize=8, wrap=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log(confirmed: Confirmed, prep: Any, tracker: Any, parent_id: str) -> None:
+    """The parent run's verdict tag, confirm.csv and confirm.png."""
+    from tuner.tracking import VERDICT_TAG
+
+    tracker.client.set_tag(parent_id, VERDICT_TAG, confirmed.line[:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        write_csv(confirmed, prep.space.mode, out / "confirm.csv")
+        plot(confirmed, prep.space.metric, out / "confirm.png")
+        for name in ("confirm.csv", "confirm.png"):
+            tracker.log_artifacts(parent_id, out / name)
