@@ -5,7 +5,7 @@
 Runs `python -m tuner.run` three times in a temporary folder (same data, same machine, one
 after the other): the default sweep (ASHA, frozen image features computed once), the same
 with `--set feature_cache=false` (every trial runs the vision tower per step), and the
-full grid (FIFO). Prints:
+full grid (FIFO), each without the confirmation phase (`--confirm 0`). Prints:
   - wall time of each sweep, and default / no-cache;
   - trial-epochs ASHA used, as a share of the full grid's;
   - whether ASHA's best configuration is the full grid's best (by the space's metric and
@@ -112,7 +112,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         workdir = Path(tmp)
-        common = ["--space", args.space, "--storage-path", str(workdir / "results"), *args.extra]
+        # The search alone: the confirmation phase (issue 12) is the same work in each.
+        results = str(workdir / "results")
+        common = ["--space", args.space, "--storage-path", results, "--confirm", "0", *args.extra]
         asha = [*common, "--scheduler", "asha"]
         runs = {
             "asha": run_sweep("asha", asha, workdir),
