@@ -153,17 +153,22 @@ def _distribution(where: str, spec: Any, search: str) -> Distribution:
     return Distribution(kind, args)
 
 
+def _known_keys(where: str, spec: Any, known: set[str] | frozenset[str], shape: str) -> dict:
+    """`spec` as a mapping whose every key is known, else the error naming file and key."""
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{where}: expected {shape}")
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise SpaceError(f"{where}.{unknown[0]}: unknown key (known: {sorted(known)})")
+    return spec
+
+
 def _scheduler(where: str, spec: Any) -> SchedulerSpec:
     if spec is None:
         return SchedulerSpec()
     if isinstance(spec, str):
         spec = {"type": spec}
-    if not isinstance(spec, dict):
-        raise SpaceError(f"{where}: expected a mapping")
-    unknown = sorted(set(spec) - SCHEDULER_KEYS)
-    if unknown:
-        raise SpaceError(f"{where}.{unknown[0]}: unknown key (known: {sorted(SCHEDULER_KEYS)})")
-    sched = SchedulerSpec(**spec)
+    sched = SchedulerSpec(**_known_keys(where, spec, SCHEDULER_KEYS, "a mapping"))
     if sched.type not in ("asha", "fifo"):
         raise SpaceError(f"{where}.type: expected asha or fifo, got {sched.type!r}")
     for key in ("max_t", "grace_period"):
@@ -178,12 +183,9 @@ def _scheduler(where: str, spec: Any) -> SchedulerSpec:
 def _confirm(where: str, spec: Any) -> ConfirmSpec:
     if spec is None:
         return ConfirmSpec()
-    if not isinstance(spec, dict):
-        raise SpaceError(f"{where}: expected a mapping like {{top: 3, seeds: 3}}")
-    unknown = sorted(set(spec) - CONFIRM_KEYS)
-    if unknown:
-        raise SpaceError(f"{where}.{unknown[0]}: unknown key (known: {sorted(CONFIRM_KEYS)})")
-    confirm = ConfirmSpec(**spec)
+    confirm = ConfirmSpec(
+        **_known_keys(where, spec, CONFIRM_KEYS, "a mapping like {top: 3, seeds: 3}")
+    )
     for key, least in (("top", 0), ("seeds", 2)):
         value = getattr(confirm, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
