@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.training import TRIAL_CONFIG_FILE
 from tuner.export import one_line
 from tuner.storage import Storage
 from tuner.summary import BEST_FILE
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def find_source(args: argparse.Namespace) -> Source:
     if args.export_dir:
         folder = Path(args.export_dir)
-        config = folder / "trial_config.json"
+        config = folder / TRIAL_CONFIG_FILE
         if not config.is_file():
             raise BadInput(f"{config}: missing (is {folder} a tuner.export folder?)")
         return Source(folder.resolve().name, folder, json.loads(config.read_text()), True)

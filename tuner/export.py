@@ -15,11 +15,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.storage import Storage
 from tuner.summary import BEST_FILE
 
 # Everything a checkpoint holds except the optimizer/RNG state, which only resuming needs.
-SKIPPED = {"training_state.pt", "trial_config.json"}
+SKIPPED = {STATE_FILE, TRIAL_CONFIG_FILE}
 
 
 def one_line(exc: BaseException) -> str:
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = best["config"]
         if task.export_config:
-            from tuner.run import STATE_FILE
+            from tuner.run import STATE_FILE as SWEEP_FILE
 
-            reference = (storage.read_json(STATE_FILE) or {}).get("robovlms")
+            reference = (storage.read_json(SWEEP_FILE) or {}).get("robovlms")
             config = task.export_config(config, reference=reference, devices=args.devices)
     except (ValueError, OSError) as exc:  # e.g. a model folder this machine does not have
         print(f"error: {storage.experiment_uri}/{BEST_FILE}: {one_line(exc)}", file=sys.stderr)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path("exported") / storage.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-    (out / "trial_config.json").write_text(json.dumps(best["config"], indent=2, default=str) + "\n")
+    (out / TRIAL_CONFIG_FILE).write_text(json.dumps(best["config"], indent=2, default=str) + "\n")
     copied = []
     for source in sorted(checkpoint.iterdir()):
         if source.name in SKIPPED:

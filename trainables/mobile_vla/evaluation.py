@@ -15,10 +15,8 @@ import numpy as np
 
 from trainables.mobile_vla.dataset import MobileVLAData
 from trainables.mobile_vla.inference import Policy
+from trainables.mobile_vla.windows import DIRECTION_DEADBAND, direction_signs
 
-# A value within half the action bound of zero counts as "no motion" (as in training's
-# direction_acc).
-DEADBAND = 0.5
 DIRECTION_WORDS = {
     "linear_x": ("forward", "back"),
     "linear_y": ("left", "right"),
@@ -45,11 +43,6 @@ def run_episodes(policy: Policy, data: MobileVLAData, episodes: list[int]) -> li
             EpisodeResult(data.episode_names[e], data.instructions[e], commanded, predicted)
         )
     return results
-
-
-def direction_signs(values: np.ndarray, bound: float) -> np.ndarray:
-    """Per element: -1, 0 (within the deadband) or +1."""
-    return np.where(np.abs(values) < DEADBAND * bound, 0, np.sign(values)).astype(np.int64)
 
 
 def class_names(action_names: tuple[str, ...]) -> list[str]:
@@ -115,7 +108,7 @@ def summarize(
     return {
         "action_names": list(action_names),
         "action_bound": bound,
-        "deadband": DEADBAND * bound,
+        "deadband": DIRECTION_DEADBAND * bound,
         "overall": overall,
         "episodes": episodes,
     }

@@ -40,24 +40,27 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     trainable_image_side,
 )
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
-from trainables.mobile_vla.windows import Windows
+from trainables.mobile_vla.windows import Windows, direction_signs
 from trainables.training import BatchPlan, Trainer, plan_batches
 from trainables.trial_loop import Trial, trial_function
 
-# A prediction within half a nominal command of zero counts as "no motion".
-DIRECTION_DEADBAND = 0.5
+
+def features_off(policy: MobileVLAPolicy, cfg: TrialConfig) -> str | None:
+    """Why this trial runs the vision tower every step (logged as `feature_cache`), or None
+    when its image tokens stay fixed and can be computed once."""
+    if not cfg.batching.feature_cache:
+        return "off (feature_cache: false)"
+    if trainable_image_side(policy):
+        return f"off: {cfg.model.image_side_trains() or 'the vision side trains'}"
+    return None
 
 
 def image_features_for(
     policy: MobileVLAPolicy, data: MobileVLAData, cfg: TrialConfig, precision: str, weights: str
-) -> tuple[ImageFeatures | None, str]:
+) -> tuple[ImageFeatures, str]:
     """The frozen image tokens this trial reads instead of running the vision tower, and
-    where they came from (logged as `feature_cache`): shared by the sweep, this machine's
-    disk cache, or computed here. None (and why) when they would not stay fixed."""
-    if not cfg.batching.feature_cache:
-        return None, "off (feature_cache: false)"
-    if trainable_image_side(policy):
-        return None, f"off: {cfg.model.image_side_trains() or 'the vision side trains'}"
+    where they came from: shared by the sweep, this machine's disk cache, or computed here.
+    `weights` is the policy's `weights_key`; a sweep's features of other weights are not used."""
     given = data.image_features
     if given is not None and given.weights_key == weights and given.dtype == precision:
         return given, "shared"
@@ -80,7 +83,6 @@ def evaluate(
     of each validation episode (`val_loss_per_episode`, in episode order: every trial
     validates on the same episodes, so the tuner can compare configurations pairwise)."""
     policy.eval()
-    loss_sum, count = 0.0, 0
     episode_sums: dict[int, list[float]] = {}  # episode -> [loss sum, real targets]
     abs_err = torch.zeros(len(action_names), dtype=torch.float64)
     agree, real = 0, 0
@@ -88,17 +90,16 @@ def evaluate(
         batch = batches(windows, indices)
         with trainer.autocast():
             pred = predict(policy, batch)
-        s, n = policy.compute_loss(pred, batch["target"], batch["mask"])
-        loss_sum, count = loss_sum + s.item(), count + int(n)
         add_episode_losses(policy, pred, batch, windows.episode[indices], episode_sums)
         mask = batch["mask"].bool()
         pred, target = pred.float()[mask], batch["target"][mask]  # (real, A)
         abs_err += ((pred - target).abs() * bound).sum(dim=0).double().cpu()
-        pred_class = torch.where(pred.abs() < DIRECTION_DEADBAND, 0, pred.sign())
-        agree += int((pred_class == target.sign()).sum())
+        agree += int((direction_signs(pred.cpu().numpy()) == target.sign().cpu().numpy()).sum())
         real += target.numel()
+    sums = [episode_sums[e] for e in sorted(episode_sums)]
+    loss_sum, count = sum(s for s, _ in sums), sum(n for _, n in sums)
     metrics = {"val_loss": loss_sum / count, "direction_acc": agree / real}
-    metrics["val_loss_per_episode"] = [s / n for _, (s, n) in sorted(episode_sums.items())]
+    metrics["val_loss_per_episode"] = [s / n for s, n in sums]
     per_dim = abs_err / (real / len(action_names))
     metrics.update({f"mae_{name}": float(v) for name, v in zip(action_names, per_dim, strict=True)})
     return metrics
@@ -150,7 +151,8 @@ class MobileVLATrial(Trial):
         """Set-up in order: model, plan, precision, optimizer, image features, batches."""
         self.cfg, self.data = cfg, data
         self.policy, tokenizer = build_policy(cfg.model, data.instructions)
-        weights = weights_key(self.policy)  # of the fp32 weights, before any cast
+        off = features_off(self.policy, cfg)
+        weights = None if off else weights_key(self.policy)  # fp32 weights, before any cast
         plan = plan_batches(cfg.train, len(data.train))
         self.frames_cap = frames_per_micro_batch(cfg.batching, plan, cfg.data.window_size)
         self.trainer = trainer = Trainer(self.policy, cfg.train, plan)
@@ -158,8 +160,10 @@ class MobileVLATrial(Trial):
         if trainer.precision != "fp32":
             low = torch.bfloat16 if trainer.precision == "bf16" else torch.float16
             cast_frozen(self.policy, low)
-        features, feature_cache = image_features_for(
-            self.policy, data, cfg, trainer.precision, weights
+        features, feature_cache = (
+            (None, off)
+            if off
+            else image_features_for(self.policy, data, cfg, trainer.precision, weights)
         )
         dedup = cfg.batching.frame_dedup
         self.batches = FrameBatches(data, tokenizer, trainer.device, dedup, features)

@@ -26,6 +26,18 @@ class Windows:
         return len(self.frames)
 
 
+# A value within half the action bound of zero counts as "no motion": direction_acc in
+# training and the direction classes of offline evaluation both read it.
+DIRECTION_DEADBAND = 0.5
+
+
+def direction_signs(values: np.ndarray, bound: float = 1.0) -> np.ndarray:
+    """Per element: -1, 0 (within the deadband) or +1; `bound` 1 for normalized actions."""
+    return np.where(np.abs(values) < DIRECTION_DEADBAND * bound, 0, np.sign(values)).astype(
+        np.int64
+    )
+
+
 def normalize_actions(actions: np.ndarray, dims: list[int], bound: float) -> np.ndarray:
     """Pick the action dims, clip to +-bound and scale to [-1, 1]."""
     picked = np.asarray(actions, dtype=np.float32)[:, dims]
