@@ -5,14 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
-import pytest
-
+from tests.services import kill_when
 from tests.tuner.conftest import SMALL_GRID
 from tests.tuner.test_sweep import sweep_runs, tuner_cli
 
@@ -63,26 +58,12 @@ def test_top_configurations_get_more_seeds_and_a_verdict(sweep_args, write_space
 def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, tmp_path):
     space = write_space(SMALL_GRID)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "killed", *CONFIRM)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        started = 0
-        while time.monotonic() < deadline and not started:
-            time.sleep(0.5)
-            if driver.poll() is not None:
-                pytest.fail("the sweep ended before its confirmation could be killed")
-            try:
-                _, _, children = sweep_runs(uri)
-            except Exception:  # noqa: BLE001 - store not created yet
-                continue
-            started = len(by_phase(children)[1])
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-        driver.wait(timeout=30)
-    assert started >= 1
+    command = [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "killed", *CONFIRM)]
+
+    def confirmation_started() -> bool:
+        return bool(by_phase(sweep_runs(uri)[2])[1])
+
+    kill_when(command, confirmation_started, "a confirmation run", timeout=300)
 
     resumed = tuner_cli(
         ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]

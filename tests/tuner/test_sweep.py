@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +11,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.services import stop_group
+from tests.services import kill_when, stop_group
 from tests.tuner.conftest import SMALL_GRID
 
 OPTUNA = """
@@ -164,26 +162,11 @@ def test_resume_after_the_driver_is_killed(sweep_args, write_space, tmp_path):
     space = write_space(SMALL_GRID.replace("max_epochs: 2", "max_epochs: 3"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = sweep_args(space, "--name", "killed")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        finished = 0
-        while time.monotonic() < deadline and finished < 1:
-            time.sleep(2)
-            if driver.poll() is not None:
-                pytest.fail("the sweep ended before it could be killed")
-            try:
-                _, _, children = sweep_runs(uri)
-            except Exception:  # noqa: BLE001 - store not created yet
-                continue
-            finished = sum("vla_tune.stopped" in c.data.tags for c in children)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-        driver.wait(timeout=30)
-    assert finished >= 1
+
+    def a_trial_finished() -> bool:
+        return any("vla_tune.stopped" in c.data.tags for c in sweep_runs(uri)[2])
+
+    kill_when([sys.executable, "-m", "tuner.run", *args], a_trial_finished, "a finished trial")
 
     resumed = tuner_cli(
         ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]
