@@ -8,8 +8,10 @@ in the object store once and every trial maps the same memory.
 Failure-test hook (like Ray's own `RAY_testing_*` variables; never set it in a real run):
 when `VLA_TUNE_HOLD_FILE` is set in a trial's process (Ray's worker processes inherit the
 environment of the node's `ray start`), the trial waits after each report, its checkpoint
-already persisted, until that file exists. A test can so keep a trial on a node it is
-about to kill, and keep a node's CPU busy, without depending on timing.
+already persisted, until that file exists; a file holding a number N releases only the
+first N reports of each trial run (counted from its start or restore) and holds the next.
+A test can so keep a trial on a node it is about to kill, keep a node's CPU busy, or
+stop a trial at a chosen epoch, without depending on timing.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ TrainFn = Callable[..., Any]
 HOLD_FILE_ENV = "VLA_TUNE_HOLD_FILE"
 
 
-def hold_while_missing(poll_s: float = 0.2) -> None:
-    """Wait until the file named by $VLA_TUNE_HOLD_FILE exists; return at once if unset."""
+def held(reports: int, path: str) -> bool:
+    """Whether the hold file keeps a trial waiting after its `reports`-th report."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return True
+    return bool(text) and reports > int(text)
+
+
+def hold_after_report(reports: int, poll_s: float = 0.2) -> None:
+    """Wait while $VLA_TUNE_HOLD_FILE holds the trial (see `held`); at once if unset."""
     path = os.environ.get(HOLD_FILE_ENV)
-    if not path:
-        return
-    while not os.path.exists(path):
+    while path and held(reports, path):
         time.sleep(poll_s)
 
 
@@ -36,9 +46,13 @@ def tune_function(train_fn: TrainFn) -> Callable[..., None]:
     def trial(config: dict[str, Any], data: Any = None) -> None:
         from ray import tune
 
+        reports = 0
+
         def report(metrics: dict[str, Any], checkpoint_dir: str) -> None:
+            nonlocal reports
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
-            hold_while_missing()
+            reports += 1
+            hold_after_report(reports)
 
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tuner import experiment, verdict
 from tuner.report import TrialRow
+from tuner.storage import keep_latest_checkpoints
 from tuner.verdict import Runs
 
 CONFIRM_DIR = "confirm"  # Ray's experiment folder inside the sweep's
@@ -110,7 +111,8 @@ def make_tuner(
             storage_path=storage.experiment_uri,
             storage_filesystem=storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # All, while it runs: tuner.storage says why and prunes after fit().
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[
                 MLflowTrialCallback(
                     tracking, metric, prep.max_t, name_fn, prep.searched, "confirm"
@@ -154,6 +156,7 @@ def run_phase(
         flush=True,
     )
     results = make_tuner(prep, trainable, storage, saved["points"], tracking, resume).fit()
+    keep_latest_checkpoints(results)
     return collect(prep, picked, search_results, results)
 
 

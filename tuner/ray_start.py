@@ -22,8 +22,6 @@ SESSION = "session_2000-01-01_00-00-00_000000_4194304"
 LONGEST_SOCKET = ("sockets", "plasma_store")
 # Folders tried, in order, for a short root of our own (`<root>/ray-<uid>`).
 SHORT_ROOTS = ("/tmp", "/var/tmp", "/dev/shm")
-# Seconds within which a second forced snapshot of the experiment state warns (0: never).
-SNAPSHOT_WARNING = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 
 
 def socket_limit() -> int:
@@ -107,12 +105,9 @@ def start_ray(address: str | None) -> None:
 
 def quiet_tune_output() -> None:
     """Tune's console output for a sweep; read when the Tuner is built (a user's own
-    setting of either variable wins)."""
+    setting wins)."""
     # Ray's older console output honours verbose=0; the live view replaces its tables.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune forces a state snapshot each time a trial saved num_to_keep checkpoints and
-    # warns when two come within 5 s: routine for short epochs, so that one warning is off.
-    os.environ.setdefault(SNAPSHOT_WARNING, "0")
 
 
 def check_storage(storage: Storage, shared: bool) -> None:

@@ -31,7 +31,7 @@ from tuner.experiment import describe_config
 from tuner.plan_json import dry_run_json
 from tuner.prepare import Prepared, SweepOptions, options_from_args, prepare
 from tuner.ray_start import check_storage, local_temp_dir, quiet_tune_output, start_ray
-from tuner.storage import Storage
+from tuner.storage import Storage, keep_latest_checkpoints
 from tuner.tune_setup import make_trainable, make_tuner
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
@@ -217,6 +217,7 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
         results = make_tuner(prep, trainable, storage, base, tracking, resume).fit()
+        keep_latest_checkpoints(results)
         confirmed = None
         if prep.confirm.top and not summary.unfinished_trials(storage):
             rows = summary.sorted_rows(prep, results)

@@ -1,4 +1,13 @@
-"""Where a sweep's results live: a local folder, NFS, or s3://; and our small files there."""
+"""Where a sweep's results live: a local folder, NFS, or s3://; our small files there; and
+which trial checkpoints stay.
+
+Checkpoints: Ray writes its snapshot of a sweep (which checkpoint each trial resumes from)
+asynchronously, so a driver killed mid-sweep can leave a snapshot that names an older
+checkpoint than a trial's newest. Were that one deleted (`num_to_keep`), `--resume` would
+fail with "Could not recover from checkpoint". So Ray keeps every checkpoint while a Tuner
+runs, and `keep_latest_checkpoints` prunes once `fit()` has returned: Ray has then written
+its final snapshot and waited for it, and that names each trial's latest.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs
+
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray's name for a trial's checkpoint folders
 
 
 class Storage:
@@ -67,3 +78,23 @@ class Storage:
         if parsed.scheme == "sqlite":
             return Path(parsed.path).parent / "artifacts"
         return None
+
+
+def keep_latest_checkpoints(results: Any) -> int:
+    """Delete every checkpoint of a finished Tuner's trials but the latest (the one export,
+    evaluate and a later --resume use). Returns how many were deleted."""
+    deleted = 0
+    for result in results:
+        if result.checkpoint is None:
+            continue
+        keep = result.checkpoint.path.rstrip("/")
+        selector = pyarrow.fs.FileSelector(result.path, allow_not_found=True)
+        for info in result.filesystem.get_file_info(selector):
+            if (
+                info.type == pyarrow.fs.FileType.Directory
+                and info.base_name.startswith(CHECKPOINT_PREFIX)
+                and info.path.rstrip("/") != keep
+            ):
+                result.filesystem.delete_dir(info.path)
+                deleted += 1
+    return deleted

@@ -78,7 +78,8 @@ def make_tuner(
             storage_path=storage.root_uri,
             storage_filesystem=storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # All, while it runs: tuner.storage says why and prunes after fit().
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[
                 MLflowTrialCallback(tracking, space.metric, prep.max_t, name_fn, prep.searched),
                 LiveView(space.metric, space.mode, space.num_trials(), prep.max_t, name_fn),

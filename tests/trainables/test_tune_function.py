@@ -10,7 +10,7 @@ import pytest
 from ray import tune
 
 from trainables.mobile_vla.trainable import train
-from trainables.tune_function import HOLD_FILE_ENV, tune_function
+from trainables.tune_function import HOLD_FILE_ENV, held, tune_function
 
 
 def test_trial_reports_checkpoints_and_retries_from_them(local_ray, demo_dir, demo_data, tmp_path):
@@ -109,3 +109,12 @@ def release_after_first_checkpoint(results: Path, release: Path, timeout: float 
     while time.monotonic() < deadline and not any(results.glob("hold/*/checkpoint_000000")):
         time.sleep(0.2)
     release.touch()
+
+
+def test_the_hold_file_releases_reports_by_count(tmp_path):
+    hold = tmp_path / "hold"
+    assert held(1, str(hold))  # missing: every report waits
+    hold.touch()
+    assert not held(1, str(hold)) and not held(9, str(hold))  # empty: none waits
+    hold.write_text("2\n")
+    assert [held(n, str(hold)) for n in (1, 2, 3, 4)] == [False, False, True, True]

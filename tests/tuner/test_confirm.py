@@ -77,3 +77,5 @@ def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, 
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
         assert steps == [1, 2], (child.info.run_name, steps)
     assert parents[0].data.tags["vla_tune.verdict"].startswith("best ")
+    # Each confirmation run keeps one checkpoint (of 2 epochs) once the phase is over.
+    assert len(list((tmp_path / "results" / "killed" / "confirm").glob("*/checkpoint_*"))) == 2

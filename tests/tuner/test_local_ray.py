@@ -4,10 +4,8 @@ resources checked against what it has before anything is written."""
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
-from pathlib import Path
 
 import psutil
 import pytest
@@ -87,36 +85,3 @@ def test_trial_resources_no_node_has_are_refused(
         err,
     ), err
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
-
-
-def snapshot_warnings(tmp_path) -> list[str]:
-    """Tune's own experiment-state manager, made to force two snapshots back to back (as
-    a trial saving num_to_keep=2 checkpoints per snapshot does with short epochs)."""
-    from ray.train._internal.storage import StorageContext
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
-
-    messages: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("ray.tune.execution.experiment_state")
-    logger.addHandler(handler)
-    try:
-        storage = StorageContext(str(tmp_path / "results"), "sweep")
-        Path(storage.experiment_driver_staging_path).mkdir(parents=True)
-        manager = _ExperimentCheckpointManager(
-            storage=storage, checkpoint_period="auto", sync_every_n_trial_checkpoints=2
-        )
-        for _ in range(2):
-            manager.on_trial_checkpoint("trial")
-            manager.on_trial_checkpoint("trial")
-            manager.sync_up_experiment_state(save_fn=lambda: None, wait=True)
-    finally:
-        logger.removeHandler(handler)
-    return [m for m in messages if "snapshotting has been triggered" in m]
-
-
-def test_tune_snapshot_warning_is_off_in_a_sweep(local_ray, tmp_path, monkeypatch):
-    monkeypatch.setenv(ray_start.SNAPSHOT_WARNING, "")  # restored after the test
-    monkeypatch.delenv(ray_start.SNAPSHOT_WARNING)
-    ray_start.quiet_tune_output()  # what a sweep does before building its Tuner
-    assert snapshot_warnings(tmp_path) == []
