@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from trainables.training import TRIAL_CONFIG_FILE
+from tuner.checks import BadInput, check_name
 from tuner.export import one_line
 from tuner.storage import Storage
 from tuner.summary import BEST_FILE
 
 ARTIFACT_DIR = "evaluation"
-
-
-class BadInput(ValueError):
-    """One line for the user, exit status 2."""
 
 
 @dataclass
@@ -63,6 +60,8 @@ def find_source(args: argparse.Namespace) -> Source:
         if not config.is_file():
             raise BadInput(f"{config}: missing (is {folder} a tuner.export folder?)")
         return Source(folder.resolve().name, folder, json.loads(config.read_text()), True)
+    if args.name:
+        check_name(args.name)  # never a path out of the storage root
     storage = Storage(args.storage_path, args.name)
     try:
         storage = storage if args.name else storage.latest()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
+from tuner.checks import BadInput, check_name
 from tuner.storage import Storage
 from tuner.summary import BEST_FILE
 
@@ -46,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
 
     storage = Storage(args.storage_path, args.name)
     try:
-        if not args.name:
+        if args.name:
+            check_name(args.name)  # never a path out of the storage root
+        else:
             storage = storage.latest()
-    except LookupError as exc:
+    except (BadInput, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = storage.read_json(BEST_FILE)

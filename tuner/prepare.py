@@ -100,7 +100,6 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     """Check everything a sweep needs, in the order that fails fastest."""
     from trainables.config import ConfigError
     from trainables.task import get_task
-    from trainables.training import TrainingError
 
     try:
         space = load_space(opts.space)
@@ -167,18 +166,7 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     share_data = not (set(searched) & task.data_keys)
     data, plans, warnings = None, [], []
     if load_data:
-        try:
-            data = task.load_data(candidates[0])
-        except (*task.data_errors, ConfigError) as exc:
-            raise BadInput(str(exc)) from None
-        if task.val_size is not None:
-            val_ratio = candidates[0].get("val_ratio", task.defaults.get("val_ratio"))
-            check_validation(task.val_size(data), task.summary(data), space.metric, val_ratio)
-        for config in candidates:
-            try:
-                plans.append(task.plan(config, data))
-            except TrainingError as exc:
-                raise BadInput(f"{describe_config(config, searched)}: {exc}") from None
+        data, plans = load_and_plan(task, candidates, searched, space.metric)
         single = [
             describe_config(c, searched)
             for c, p in zip(candidates, plans, strict=True)
@@ -207,6 +195,38 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         ignored=ignored,
         confirm=confirm,
     )
+
+
+def load_and_plan(
+    task: Any, candidates: list[dict], searched: list[str], metric: str
+) -> tuple[Any, list[dict]]:
+    """Load the data once per distinct data setting of the candidates (a searched
+    val_ratio changes the split), check that each leaves validation data, and plan every
+    candidate on its own data. Returns the first candidate's data and the plans."""
+    from trainables.config import ConfigError
+    from trainables.training import TrainingError
+
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(candidates):
+        setting = repr(sorted((k, repr(v)) for k, v in config.items() if k in task.data_keys))
+        groups.setdefault(setting, []).append(i)
+    first, plans = None, [{}] * len(candidates)
+    for indices in groups.values():  # the first group holds candidates[0]
+        config = candidates[indices[0]]
+        try:
+            data = task.load_data(config)
+        except (*task.data_errors, ConfigError) as exc:
+            raise BadInput(str(exc)) from None
+        if task.val_size is not None:
+            val_ratio = config.get("val_ratio", task.defaults.get("val_ratio"))
+            check_validation(task.val_size(data), task.summary(data), metric, val_ratio)
+        for i in indices:
+            try:
+                plans[i] = task.plan(candidates[i], data)
+            except TrainingError as exc:
+                raise BadInput(f"{describe_config(candidates[i], searched)}: {exc}") from None
+        first = data if first is None else first
+    return first, plans
 
 
 def confirm_spec(opts: SweepOptions, space: Space, keys: list[str]) -> ConfirmSpec:

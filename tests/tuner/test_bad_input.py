@@ -156,6 +156,14 @@ def test_no_validation_data_is_refused(capsys, sweep_args, write_space, demo_dir
     assert not (tmp_path / "results").exists()
 
 
+def test_a_searched_val_ratio_is_checked_at_each_value(capsys, sweep_args, write_space, tmp_path):
+    # Only the first grid point's data was checked: the val_ratio=0 trials errored later.
+    space = write_space(SMALL_GRID.replace("weight_decay: [0.0, 0.1]", "val_ratio: [0.25, 0.0]"))
+    code, err = run_main(capsys, sweep_args(space))
+    assert code == 2 and err.startswith("error: val_ratio=0.0 leaves no validation data (")
+    assert not (tmp_path / "results").exists()
+
+
 def test_too_long_ray_tmpdir_is_refused(capsys, sweep_args, write_space, tmp_path, monkeypatch):
     long_dir = tmp_path / ("x" * 60)
     monkeypatch.setenv("RAY_TMPDIR", str(long_dir))

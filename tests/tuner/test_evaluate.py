@@ -204,6 +204,9 @@ def test_bad_input_is_one_error_line(sweep, tmp_path):
     missing = cli("tuner.evaluate", "--name", "nope", "--storage-path", str(results))
     assert missing.returncode == 2
     assert missing.stderr == f"error: {results}/nope: no such sweep\n"
+    outside = cli("tuner.evaluate", "--name", "../results/small", "--storage-path", str(results))
+    assert outside.returncode == 2
+    assert outside.stderr.startswith("error: --name '../results/small': expected one folder")
 
     folder = tmp_path / "episodes"
     folder.mkdir()

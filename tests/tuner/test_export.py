@@ -90,3 +90,15 @@ def test_missing_model_folder_is_one_error_line_and_writes_nothing(tmp_path, che
     assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
     assert f"model: {model} is not a folder on this machine" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_name_that_leaves_the_storage_root_is_refused(tmp_path, checkpoint, demo_dir):
+    write_sweep(tmp_path / "results", checkpoint, data_dir=demo_dir)  # results/sweep
+    run = subprocess.run(
+        [sys.executable, "-m", "tuner.export", "--storage-path", str(tmp_path / "results" / "x"),
+         "--name", "../sweep", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: --name '../sweep': expected one folder name")
+    assert not (tmp_path / "out").exists()
