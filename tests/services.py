@@ -52,12 +52,3 @@ def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 300)
         except Exception:  # noqa: BLE001 - not there yet
             continue
     pytest.fail(f"{what}: not reached in {timeout:.0f} s")
-
-
-def kill_when(command: list[str], condition, what: str, timeout: float = 300) -> None:
-    """Run `command` until `condition()` holds, then kill its group (see wait_for)."""
-    proc = start_group(command)
-    try:
-        wait_for(proc, condition, what, timeout)
-    finally:
-        kill_group(proc)

@@ -8,10 +8,11 @@ in the object store once and every trial maps the same memory.
 Failure-test hook (like Ray's own `RAY_testing_*` variables; never set it in a real run):
 when `VLA_TUNE_HOLD_FILE` is set in a trial's process (Ray's worker processes inherit the
 environment of the node's `ray start`), the trial waits after each report, its checkpoint
-already persisted, until that file exists; a file holding a number N releases only the
-first N reports of each trial run (counted from its start or restore) and holds the next.
+already persisted, until that file exists. A file holding a number N releases only the
+first N reports of each trial run (counted from its start or restore) and holds the next;
+"N NAME" does so in the Ray experiment NAME only (a sweep's confirmation is `confirm`).
 A test can so keep a trial on a node it is about to kill, keep a node's CPU busy, or
-stop a trial at a chosen epoch, without depending on timing.
+stop a trial of one phase at a chosen epoch, without depending on timing.
 """
 
 from __future__ import annotations
@@ -25,20 +26,28 @@ TrainFn = Callable[..., Any]
 HOLD_FILE_ENV = "VLA_TUNE_HOLD_FILE"
 
 
-def held(reports: int, path: str) -> bool:
-    """Whether the hold file keeps a trial waiting after its `reports`-th report."""
+def held(reports: int, path: str, experiment: str) -> bool:
+    """Whether the hold file keeps a trial of `experiment` waiting after its `reports`-th
+    report."""
     try:
         with open(path) as f:
-            text = f.read().strip()
+            words = f.read().split()
     except FileNotFoundError:
         return True
-    return bool(text) and reports > int(text)
+    if not words or words[1:] not in ([], [experiment]):
+        return False
+    return reports > int(words[0])
 
 
 def hold_after_report(reports: int, poll_s: float = 0.2) -> None:
     """Wait while $VLA_TUNE_HOLD_FILE holds the trial (see `held`); at once if unset."""
     path = os.environ.get(HOLD_FILE_ENV)
-    while path and held(reports, path):
+    if not path:
+        return
+    from ray import tune
+
+    experiment = tune.get_context().get_experiment_name()
+    while held(reports, path, experiment):
         time.sleep(poll_s)
 
 

@@ -113,8 +113,10 @@ def release_after_first_checkpoint(results: Path, release: Path, timeout: float 
 
 def test_the_hold_file_releases_reports_by_count(tmp_path):
     hold = tmp_path / "hold"
-    assert held(1, str(hold))  # missing: every report waits
+    assert held(1, str(hold), "sweep")  # missing: every report waits
     hold.touch()
-    assert not held(1, str(hold)) and not held(9, str(hold))  # empty: none waits
+    assert not held(1, str(hold), "sweep") and not held(9, str(hold), "sweep")  # empty: none
     hold.write_text("2\n")
-    assert [held(n, str(hold)) for n in (1, 2, 3, 4)] == [False, False, True, True]
+    assert [held(n, str(hold), "sweep") for n in (1, 2, 3, 4)] == [False, False, True, True]
+    hold.write_text("0 confirm")  # one experiment's trials only
+    assert held(1, str(hold), "confirm") and not held(1, str(hold), "sweep")

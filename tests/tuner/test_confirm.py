@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 
-from tests.services import kill_when
+from tests.services import kill_group, start_group, wait_for
 from tests.tuner.conftest import SMALL_GRID
 from tests.tuner.test_sweep import sweep_runs, tuner_cli
+from trainables.tune_function import HOLD_FILE_ENV
+from tuner.confirm import CONFIRM_DIR
 
 CONFIRM = ["--scheduler", "fifo", "--confirm", "2", "--seeds", "2"]
 
@@ -59,11 +62,20 @@ def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, 
     space = write_space(SMALL_GRID)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "killed", *CONFIRM)]
+    hold = tmp_path / "hold"
+    hold.write_text(f"0 {CONFIRM_DIR}")  # the search runs; confirmation runs hold after epoch 1
 
-    def confirmation_started() -> bool:
-        return bool(by_phase(sweep_runs(uri)[2])[1])
+    def a_confirmation_run_holds() -> bool:
+        client, _, children = sweep_runs(uri)
+        return any(
+            client.get_metric_history(c.info.run_id, "val_loss") for c in by_phase(children)[1]
+        )
 
-    kill_when(command, confirmation_started, "a confirmation run", timeout=300)
+    driver = start_group(command, env={**os.environ, HOLD_FILE_ENV: str(hold)})
+    try:
+        wait_for(driver, a_confirmation_run_holds, "a confirmation run after its first epoch")
+    finally:
+        kill_group(driver)
 
     resumed = tuner_cli(
         ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]
