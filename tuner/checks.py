@@ -68,7 +68,8 @@ def trial_resources(
     cpus: float | None, gpus: float | None, nodes: list[dict[str, Any]]
 ) -> tuple[float, float]:
     """(CPUs, GPUs) of one trial; refused when no node has both, since Ray would keep
-    such a trial pending forever. Default: 1 CPU, and 1 GPU when the cluster has any."""
+    such a trial pending forever. Default: 1 CPU, and 1 GPU when the cluster has any.
+    `nodes`: ray.nodes() entries, with the node types an autoscaler can add."""
     alive = [n for n in nodes if n.get("Alive")]
     have = [(n.get("Resources", {}).get("CPU", 0), n.get("Resources", {}).get("GPU", 0))
             for n in alive]  # fmt: skip

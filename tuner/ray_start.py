@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from tuner.checks import BadInput
 from tuner.storage import Storage
@@ -108,6 +109,30 @@ def quiet_tune_output() -> None:
     setting wins)."""
     # Ray's older console output honours verbose=0; the live view replaces its tables.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def autoscaler_node_types() -> list[dict[str, Any]]:
+    """The node types an autoscaler (KubeRay, `ray up`) can still start, shaped like
+    `ray.nodes()` entries, so that a GPU worker group scaled to zero still counts. Read as
+    Ray Train reads it: the cluster config the autoscaler reports to the GCS (none without
+    an autoscaler)."""
+    from ray._private.state import state
+
+    try:
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - Ray's private reader; without it, live nodes only
+        return []
+    if config is None:
+        return []
+    return [
+        {
+            "Alive": True,
+            "NodeManagerAddress": f"node type {group.name or '?'} (autoscaler)",
+            "Resources": {key: float(value) for key, value in group.resources.items()},
+        }
+        for group in config.node_group_configs
+        if group.max_count != 0
+    ]
 
 
 def check_storage(storage: Storage, shared: bool) -> None:

@@ -30,7 +30,13 @@ from tuner.checks import BadInput, trial_resources
 from tuner.experiment import describe_config
 from tuner.plan_json import dry_run_json
 from tuner.prepare import Prepared, SweepOptions, options_from_args, prepare
-from tuner.ray_start import check_storage, local_temp_dir, quiet_tune_output, start_ray
+from tuner.ray_start import (
+    autoscaler_node_types,
+    check_storage,
+    local_temp_dir,
+    quiet_tune_output,
+    start_ray,
+)
 from tuner.storage import Storage, keep_latest_checkpoints
 from tuner.tune_setup import make_trainable, make_tuner
 
@@ -191,7 +197,8 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     start_ray(opts.address)
     try:
         check_storage(storage, opts.shared_storage)  # BadInput: nothing written yet
-        cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, ray.nodes())
+        nodes = ray.nodes() + autoscaler_node_types()
+        cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
         if not resume:
             storage.write_json(STATE_FILE, dataclasses.asdict(opts))
         base = {**prep.base}

@@ -14,6 +14,7 @@ import ray
 from tests.tuner.conftest import SMALL_GRID
 from tests.tuner.test_bad_input import run_main
 from tuner import ray_start
+from tuner.checks import BadInput, trial_resources
 from tuner.ray_start import start_ray
 
 
@@ -85,3 +86,39 @@ def test_trial_resources_no_node_has_are_refused(
         err,
     ), err
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_node_types_an_autoscaler_can_add_count_as_resources(local_ray):
+    """A GPU worker group scaled to zero (KubeRay, `ray up`) is where GPU trials will run:
+    the tuner must not refuse them. The cluster config is put in the GCS where an
+    autoscaler reports it."""
+    from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
+    from ray.core.generated.autoscaler_pb2 import ClusterConfig, NodeGroupConfig
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    assert ray_start.autoscaler_node_types() == []  # no autoscaler: live nodes only
+    with pytest.raises(BadInput, match="--gpus-per-trial 99: no node of the cluster has that"):
+        trial_resources(None, 99, ray.nodes())
+    config = ClusterConfig(
+        node_group_configs=[
+            NodeGroupConfig(name="gpu-workers", resources={"CPU": 8, "GPU": 99}, max_count=4),
+            NodeGroupConfig(name="retired", resources={"CPU": 64, "GPU": 128}, max_count=0),
+        ]
+    )
+    _internal_kv_put(
+        GCS_AUTOSCALER_CLUSTER_CONFIG_KEY,
+        config.SerializeToString(),
+        namespace=GCS_AUTOSCALER_STATE_NAMESPACE,
+    )
+    types = ray_start.autoscaler_node_types()
+    assert types == [
+        {
+            "Alive": True,
+            "NodeManagerAddress": "node type gpu-workers (autoscaler)",
+            "Resources": {"CPU": 8.0, "GPU": 99.0},
+        }
+    ]
+    assert trial_resources(None, 99, ray.nodes() + types) == (1, 99)
+    assert trial_resources(None, None, ray.nodes() + types) == (1, 1)  # a GPU each, by default
+    with pytest.raises(BadInput, match=r"node type gpu-workers \(autoscaler\): 8 CPU, 99 GPU"):
+        trial_resources(None, 100, ray.nodes() + types)
