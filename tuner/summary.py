@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner import confirm, report, verdict
-from tuner.tracking import runs_page_url
+from tuner.tracking import VERDICT_TAG, runs_page_url
 
 BEST_FILE = "best.json"
 
@@ -71,11 +71,13 @@ def finish(
                     )
                 tracker.log_json(best_info["mlflow_run_id"], best.config, "trial_config.json")
             storage.write_json(BEST_FILE, best_info)
+    tie = verdict.search_tie([r.value for r in rows if r.status != "failed"], space.metric)
+    if tie and confirmed is None:  # said in MLflow too, where the trials are compared
+        tracker.client.set_tag(parent_id, VERDICT_TAG, tie)
     status = "FAILED" if failed else ("KILLED" if unfinished else "FINISHED")
     tracker.finish_parent(status)
 
     print()
-    tie = verdict.search_tie([r.value for r in rows if r.status != "failed"], space.metric)
     if confirmed is not None:
         print(f"verdict: {confirmed.line}")
     elif tie:

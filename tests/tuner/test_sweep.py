@@ -267,3 +267,18 @@ def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
     best = json.loads((tmp_path / "results" / "code" / "best.json").read_text())
     assert best["config"]["learning_rate"] == 5e-3  # the rate that learns in one epoch
     assert (tmp_path / "results" / "code").is_dir()
+
+
+def test_a_tie_at_the_top_is_said_and_tagged_instead_of_a_best(write_space, tmp_path):
+    # Two rates too small to learn in one epoch: both trials end at exact_match 0.
+    space = ROBOT_CODE.replace("[5.0e-3, 1.0e-4]", "[1.0e-7, 1.0e-8]")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = tuner_cli(
+        ["--space", str(write_space(space)), "--storage-path", str(tmp_path / "results"),
+         "--mlflow-uri", uri, "--name", "tie"]
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = "the metric cannot rank the top 2 trials: all at exact_match 0.0000"
+    assert f"\n{line}\n" in run.stdout
+    _, parents, _ = sweep_runs(uri)
+    assert parents[0].data.tags["vla_tune.verdict"] == line
