@@ -162,18 +162,9 @@ def test_optuna_sweep_logs_to_a_remote_mlflow_server(sweep_args, write_space, ml
     assert "val_loss" in children[0].data.metrics
 
 
-TWO_TRIALS_IN_TURN = """
-trainable: mobile_vla
-metric: val_loss
-mode: min
-search: grid
-params:
-  learning_rate: [3.0e-3, 1.0e-5]
-fixed:
-  batch_size: 32
-  max_epochs: 3
-scheduler: fifo
-"""
+TWO_TRIALS_IN_TURN = SMALL_GRID.replace("  weight_decay: [0.0, 0.1]\n", "").replace(
+    "max_epochs: 2", "max_epochs: 3"
+)
 
 
 def snapshot_checkpoints(experiment: Path) -> list[str | None]:
@@ -199,7 +190,10 @@ def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     experiment = tmp_path / "results" / "killed"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     hold = tmp_path / "hold"  # missing: a trial waits after each report
-    args = sweep_args(write_space(TWO_TRIALS_IN_TURN), "--name", "killed", "--max-concurrent", "1")
+    args = sweep_args(
+        write_space(TWO_TRIALS_IN_TURN), "--name", "killed", "--max-concurrent", "1",
+        "--scheduler", "fifo",
+    )  # fmt: skip
     driver = start_group(
         [sys.executable, "-m", "tuner.run", *args], env={**os.environ, HOLD_FILE_ENV: str(hold)}
     )
@@ -251,13 +245,18 @@ scheduler: fifo
 """
 
 
-def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
+def robot_code_sweep(space: str, name: str, write_space, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = tuner_cli(
-        ["--space", str(write_space(ROBOT_CODE)), "--storage-path", str(tmp_path / "results"),
-         "--mlflow-uri", uri, "--name", "code"]
+        ["--space", str(write_space(space)), "--storage-path", str(tmp_path / "results"),
+         "--mlflow-uri", uri, "--name", name]
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    return run, uri
+
+
+def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
+    run, uri = robot_code_sweep(ROBOT_CODE, "code", write_space, tmp_path)
     assert "generated 240 demo commands" in run.stdout
     client, parents, children = sweep_runs(uri)
     assert len(parents) == 1 and len(children) == 2
@@ -272,12 +271,7 @@ def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
 def test_a_tie_at_the_top_is_said_and_tagged_instead_of_a_best(write_space, tmp_path):
     # Two rates too small to learn in one epoch: both trials end at exact_match 0.
     space = ROBOT_CODE.replace("[5.0e-3, 1.0e-4]", "[1.0e-7, 1.0e-8]")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = tuner_cli(
-        ["--space", str(write_space(space)), "--storage-path", str(tmp_path / "results"),
-         "--mlflow-uri", uri, "--name", "tie"]
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    run, uri = robot_code_sweep(space, "tie", write_space, tmp_path)
     line = "the metric cannot rank the top 2 trials: all at exact_match 0.0000"
     assert f"\n{line}\n" in run.stdout
     _, parents, _ = sweep_runs(uri)
