@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.services import stop_group
+from tests import services
+from tests.services import free_port
 from trainables.tune_function import HOLD_FILE_ENV
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -28,12 +28,6 @@ WORKER_RAY = [
     "services.node_ip_address_from_perspective = lambda *a, **k: '127.0.0.1'; "
     "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())",
 ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -208,28 +202,5 @@ def wait_for(check, what: str, cluster: Cluster, timeout: float = 300) -> None:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1, stopped by its process group."""
-    import urllib.request
-
-    base = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{base / 'server.db'}",
-         "--default-artifact-root", str(base / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
+    with services.mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
         yield uri
-    finally:
-        stop_group(server)

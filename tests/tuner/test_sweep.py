@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.services import kill_group, start_group, stop_group, wait_for
+from tests import services
+from tests.services import kill_group, start_group, wait_for
 from tests.tuner.conftest import SMALL_GRID
 from trainables.tune_function import HOLD_FILE_ENV
 
@@ -115,37 +114,10 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real MLflow tracking server on 127.0.0.1, stopped by its process group."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--default-artifact-root", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    import urllib.request
-
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        stop_group(server)
-        pytest.fail("mlflow server did not start")
-    yield uri
-    stop_group(server)
+    with services.mlflow_server(tmp_path) as uri:
+        yield uri
 
 
 def test_optuna_sweep_logs_to_a_remote_mlflow_server(sweep_args, write_space, mlflow_server):
