@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-from tuner.report import TrialRow, table
+from tuner.report import TrialRow, log_scaled_keys, table
+from tuner.spaces import Space, load_space
+
+
+def space_over(write_space, search: str, params: dict[str, str]) -> Space:
+    """A mobile_vla space searching `params` (key: YAML value)."""
+    lines = ["trainable: mobile_vla", "metric: val_loss", "mode: min", f"search: {search}"]
+    lines += [] if search == "grid" else ["num_samples: 2"]
+    lines += ["params:", *(f"  {key}: {value}" for key, value in params.items())]
+    return load_space(str(write_space("\n".join(lines) + "\n")))
 
 
 def row(name: str, config: dict, value: float) -> TrialRow:
@@ -22,25 +31,14 @@ def test_table_prints_sampled_values_in_four_significant_digits():
 
 
 def test_learning_rate_axis_is_logarithmic_with_the_grid_values_as_ticks(write_space, tmp_path):
-    from tuner.report import axis_position, axis_ticks, log_scaled_keys, plot_parallel_coordinates
-    from tuner.spaces import load_space
+    from tuner.report import axis_position, axis_ticks, plot_parallel_coordinates
 
-    space = load_space(
-        str(
-            write_space(
-                """
-            trainable: mobile_vla
-            metric: val_loss
-            mode: min
-            search: grid
-            params:
-              learning_rate: [1.0e-5, 2.0e-5, 1.0e-4]
-              weight_decay: [0.0, 0.1]
-              lora_r: [8, 16]
-            """
-            )
-        )
-    )
+    space = space_over(
+        write_space,
+        "grid",
+        {"learning_rate": "[1.0e-5, 2.0e-5, 1.0e-4]", "weight_decay": "[0.0, 0.1]",
+         "lora_r": "[8, 16]"},
+    )  # fmt: skip
     assert log_scaled_keys(space) == {"learning_rate"}  # weight decay has 0: linear
     grid = [1e-5, 2e-5, 1e-4]
     # On a linear axis 2e-5 sits at 0.11, next to 1e-5; by decade it is log10(2) up.
@@ -63,24 +61,10 @@ def test_learning_rate_axis_is_logarithmic_with_the_grid_values_as_ticks(write_s
 
 
 def test_loguniform_parameters_are_log_scaled(write_space):
-    from tuner.report import log_scaled_keys
-    from tuner.spaces import load_space
-
-    space = load_space(
-        str(
-            write_space(
-                """
-            trainable: mobile_vla
-            metric: val_loss
-            mode: min
-            search: random
-            num_samples: 2
-            params:
-              learning_rate: {loguniform: [1.0e-5, 1.0e-3]}
-              lora_dropout: {uniform: [0.0, 0.1]}
-              weight_decay: [0.01, 0.1]
-            """
-            )
-        )
-    )
+    space = space_over(
+        write_space,
+        "random",
+        {"learning_rate": "{loguniform: [1.0e-5, 1.0e-3]}",
+         "lora_dropout": "{uniform: [0.0, 0.1]}", "weight_decay": "[0.01, 0.1]"},
+    )  # fmt: skip
     assert log_scaled_keys(space) == {"learning_rate", "weight_decay"}
