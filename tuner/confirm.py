@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner import experiment, verdict
+from tuner import experiment, report, verdict
 from tuner.report import TrialRow
-from tuner.storage import keep_latest_checkpoints
+from tuner.tune_setup import Phase, fit
 from tuner.verdict import Runs
 
 CONFIRM_DIR = "confirm"  # Ray's experiment folder inside the sweep's
@@ -35,6 +35,7 @@ class Confirmed:
     rows: dict[str, TrialRow]  # configuration name -> its search trial
     line: str
     failed: int
+    unfinished: int  # runs an interruption left: then the verdict waits for --resume
 
 
 def pick(rows: list[TrialRow], top: int) -> list[TrialRow]:
@@ -62,26 +63,12 @@ def episode_losses(metrics: dict[str, Any], metric: str) -> list[float]:
     return [float(metrics.get(metric, math.nan))]
 
 
-def make_tuner(
-    prep: Any, trainable: Any, storage: Any, points: list[dict], tracking: dict, resume: bool
-) -> Any:
-    """A FIFO Tuner over exactly `points`, or the interrupted one restored."""
+def confirm_phase(prep: Any, storage: Any, points: list[dict]) -> Any:
+    """A FIFO phase over exactly `points`, in its own folder inside the sweep's."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tuner.live import LiveView
-    from tuner.tracking import MLflowTrialCallback
-
-    uri = f"{storage.experiment_uri}/{CONFIRM_DIR}"
-    if resume and tune.Tuner.can_restore(uri, storage_filesystem=storage.filesystem):
-        return tune.Tuner.restore(
-            uri,
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            storage_filesystem=storage.filesystem,
-        )
     varied = [*prep.searched, SEED_KEY]
     space = {**points[0]}  # constants, and each varied key as a choice of its planned values
     for key in varied:
@@ -90,38 +77,16 @@ def make_tuner(
             if point.get(key) not in values:
                 values.append(point.get(key))
         space[key] = tune.choice(values)
-    name_fn, dirname_fn = experiment.name_functions(varied)
-    metric, mode = prep.space.metric, prep.space.mode
-    return tune.Tuner(
-        trainable,
+    return Phase(
+        name=CONFIRM_DIR,
+        storage_path=storage.experiment_uri,
         param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
-            num_samples=len(points),
-            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in points]),
-            scheduler=FIFOScheduler(),
-            max_concurrent_trials=prep.options.max_concurrent,
-            reuse_actors=True,
-            trial_name_creator=name_fn,
-            trial_dirname_creator=dirname_fn,
-        ),
-        run_config=tune.RunConfig(
-            name=CONFIRM_DIR,
-            storage_path=storage.experiment_uri,
-            storage_filesystem=storage.filesystem,
-            failure_config=tune.FailureConfig(max_failures=2),
-            # All, while it runs: tuner.storage says why and prunes after fit().
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[
-                MLflowTrialCallback(
-                    tracking, metric, prep.max_t, name_fn, prep.searched, "confirm"
-                ),
-                LiveView(metric, mode, len(points), prep.max_t, name_fn),
-            ],
-            verbose=0,
-            log_to_file=True,
-        ),
+        search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in points]),
+        scheduler=FIFOScheduler(),
+        num_samples=len(points),
+        varied=varied,
+        num_trials=len(points),
+        tag="confirm",
     )
 
 
@@ -155,8 +120,8 @@ def run_phase(
         f"{len(saved['points'])} more runs of {prep.max_t} epochs",
         flush=True,
     )
-    results = make_tuner(prep, trainable, storage, saved["points"], tracking, resume).fit()
-    keep_latest_checkpoints(results)
+    phase = confirm_phase(prep, storage, saved["points"])
+    results = fit(prep, trainable, storage, phase, tracking, resume)
     return collect(prep, picked, search_results, results)
 
 
@@ -183,7 +148,7 @@ def collect(prep: Any, picked: list[TrialRow], search_results: Any, results: Any
         runs[name].episodes.append(episode_losses(result.metrics or {}, metric))
     ranked = verdict.ranked(list(runs.values()), prep.space.mode)
     line = verdict.verdict(ranked, metric, prep.space.mode)
-    return Confirmed(ranked, rows, line, failed)
+    return Confirmed(ranked, rows, line, failed, report.unfinished(results))
 
 
 def table(confirmed: Confirmed, metric: str, mode: str) -> str:
@@ -238,10 +203,7 @@ def plot(confirmed: Confirmed, metric: str, path: Path) -> None:
 
 
 def log(confirmed: Confirmed, prep: Any, tracker: Any, parent_id: str) -> None:
-    """The parent run's verdict tag, confirm.csv and confirm.png."""
-    from tuner.tracking import VERDICT_TAG
-
-    tracker.client.set_tag(parent_id, VERDICT_TAG, confirmed.line[:5000])
+    """The parent run's confirm.csv and confirm.png (tuner.summary tags the verdict)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         write_csv(confirmed, prep.space.mode, out / "confirm.csv")

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from trainables.training import TRIAL_CONFIG_FILE
-from tuner.checks import BadInput, check_name
+from tuner.checks import BadInput
 from tuner.export import one_line
-from tuner.storage import Storage
-from tuner.summary import BEST_FILE
+from tuner.storage import find_best
 
 ARTIFACT_DIR = "evaluation"
 
@@ -60,27 +59,10 @@ def find_source(args: argparse.Namespace) -> Source:
         if not config.is_file():
             raise BadInput(f"{config}: missing (is {folder} a tuner.export folder?)")
         return Source(folder.resolve().name, folder, json.loads(config.read_text()), True)
-    if args.name:
-        check_name(args.name)  # never a path out of the storage root
-    storage = Storage(args.storage_path, args.name)
-    try:
-        storage = storage if args.name else storage.latest()
-    except LookupError as exc:
-        raise BadInput(str(exc)) from None
-    if not storage.exists():
-        raise BadInput(f"{storage.experiment_uri}: no such sweep")
-    best = storage.read_json(BEST_FILE)
-    if best is None:
-        raise BadInput(f"{storage.experiment_uri}: no {BEST_FILE} (did the sweep finish?)")
+    storage, best, folder = find_best(args.storage_path, args.name, "evaluate")
     if best.get("trainable") != "mobile_vla":
         raise BadInput(
             f"{storage.experiment_uri}: trainable {best.get('trainable')} is not mobile_vla"
-        )
-    folder = Path(best["checkpoint"]) if best.get("checkpoint") else None
-    if folder is None or not folder.is_dir():
-        raise BadInput(
-            f"checkpoint {best.get('checkpoint')} is not a folder on this machine "
-            "(evaluate where the sweep's storage is mounted)"
         )
     return Source(storage.name, folder, best["config"], False, best.get("mlflow_uri"),
                   best.get("mlflow_run_id"))  # fmt: skip

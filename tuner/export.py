@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
-from tuner.checks import BadInput, check_name
-from tuner.storage import Storage
-from tuner.summary import BEST_FILE
+from tuner.checks import BadInput
+from tuner.storage import BEST_FILE, SWEEP_FILE, find_best
 
 # Everything a checkpoint holds except the optimizer/RNG state, which only resuming needs.
 SKIPPED = {STATE_FILE, TRIAL_CONFIG_FILE}
@@ -45,30 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    storage = Storage(args.storage_path, args.name)
     try:
-        if args.name:
-            check_name(args.name)  # never a path out of the storage root
-        else:
-            storage = storage.latest()
-    except (BadInput, LookupError) as exc:
+        storage, best, checkpoint = find_best(args.storage_path, args.name, "export")
+    except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    best = storage.read_json(BEST_FILE)
-    if best is None:
-        print(
-            f"error: {storage.experiment_uri}: no {BEST_FILE} (did the sweep finish?)",
-            file=sys.stderr,
-        )
-        return 2
-
-    checkpoint = Path(best["checkpoint"]) if best.get("checkpoint") else None
-    if checkpoint is None or not checkpoint.is_dir():
-        print(
-            f"error: checkpoint {best.get('checkpoint')} is not a folder on this machine "
-            "(export where the sweep's storage is mounted)",
-            file=sys.stderr,
-        )
         return 2
     from trainables.task import get_task
 
@@ -76,8 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = best["config"]
         if task.export_config:
-            from tuner.run import STATE_FILE as SWEEP_FILE
-
             reference = (storage.read_json(SWEEP_FILE) or {}).get("robovlms")
             config = task.export_config(config, reference=reference, devices=args.devices)
     except (ValueError, OSError) as exc:  # e.g. a model folder this machine does not have

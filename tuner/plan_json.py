@@ -13,7 +13,7 @@ def dry_run_document(prep: Any) -> dict[str, Any]:
         "space": prep.space.name,
         "space_file": str(prep.space.path),
         "trainable": prep.space.trainable,
-        "search": prep.search,
+        "search": prep.space.search,
         "num_trials": prep.space.num_trials(),
         "searched": prep.searched,
         "trials": prep.candidates,

@@ -54,7 +54,6 @@ class Prepared:
     options: SweepOptions
     space: Space
     task: Any
-    search: str
     scheduler: str
     base: dict[str, Any]
     searched: list[str]
@@ -119,7 +118,8 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     space, pinned = pin(space, opts.sets)  # a --set wins over the space's search
     notes = [pinned_note(k, opts.sets[k], d) for k, d in pinned.items()]
 
-    search = opts.search or space.search
+    space = dataclasses.replace(space, search=opts.search or space.search)  # num_trials follows
+    search = space.search
     if not space.params and search != "grid":
         raise BadInput(f"--set pins every key {space.path} searches: nothing left to sample")
     if search == "grid" and any(d.kind != "values" for d in space.params.values()):
@@ -181,7 +181,6 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         options=opts,
         space=space,
         task=task,
-        search=search,
         scheduler=scheduler,
         base=base,
         searched=searched,

@@ -23,6 +23,16 @@ class TrialRow:
     history: list[tuple[int, float]]  # (epoch, metric)
 
 
+def unfinished(results: Any) -> int:
+    """Trials a Tuner left neither terminated nor errored (`--resume` finishes them). Read
+    from the experiment's saved state: after Ctrl-C, Tune returns from fit() with the
+    interrupted trials stopped, and in memory they read as terminated."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials)
+
+
 def rows_from_results(results, metric: str, searched: list[str], max_t: int) -> list[TrialRow]:
     rows = []
     for result in results:

@@ -37,11 +37,8 @@ from tuner.ray_start import (
     quiet_tune_output,
     start_ray,
 )
-from tuner.storage import Storage, keep_latest_checkpoints
-from tuner.tune_setup import make_trainable, make_tuner
-
-DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
-STATE_FILE = "vla_tune.json"
+from tuner.storage import SWEEP_FILE, Storage
+from tuner.tune_setup import fit, make_trainable, search_phase
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +117,7 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
     lines = [
         f"vla-tune sweep {storage.name}",
         f"  space      {space.name} ({space.path}): {space.num_trials()} trials, "
-        f"{prep.search}, {sched}",
+        f"{prep.space.search}, {sched}",
         f"  metric     {space.metric} ({space.mode})",
         f"  trainable  {space.trainable}",
         f"  model      {model}"
@@ -152,11 +149,11 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
 
 
 def print_dry_run(prep: Prepared) -> None:
-    if prep.search == "grid":
+    if prep.space.search == "grid":
         print(f"{len(prep.candidates)} trials:")
     else:
         print(
-            f"{prep.space.num_trials()} trials sampled by {prep.search}; checked the bounds "
+            f"{prep.space.num_trials()} trials sampled by {prep.space.search}; checked the bounds "
             f"and choices of each parameter:"
         )
     for config, plan in zip(prep.candidates, prep.plans, strict=True):
@@ -189,7 +186,7 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
     quiet_tune_output()
     import ray
 
-    from tuner import confirm, summary
+    from tuner import confirm, report, summary
     from tuner.tracking import SweepTracker
 
     opts = prep.options
@@ -200,7 +197,7 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
         nodes = ray.nodes() + autoscaler_node_types()
         cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
         if not resume:
-            storage.write_json(STATE_FILE, dataclasses.asdict(opts))
+            storage.write_json(SWEEP_FILE, dataclasses.asdict(opts))
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
         trainable = make_trainable(prep, precompute(prep, gpu), cpu, gpu)
@@ -215,7 +212,7 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
             storage.name,
             params={
                 "space": prep.space.name,
-                "search": prep.search,
+                "search": prep.space.search,
                 "scheduler": prep.scheduler,
                 "max_t": prep.max_t,
                 "num_trials": prep.space.num_trials(),
@@ -223,13 +220,14 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
             },
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
-        results = make_tuner(prep, trainable, storage, base, tracking, resume).fit()
-        keep_latest_checkpoints(results)
-        confirmed = None
-        if prep.confirm.top and not summary.unfinished_trials(storage):
+        results = fit(prep, trainable, storage, search_phase(prep, storage, base), tracking, resume)
+        unfinished, confirmed = report.unfinished(results), None
+        if prep.confirm.top and not unfinished:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
-        return summary.finish(prep, storage, tracker, parent_id, results, mlflow_uri, confirmed)
+        return summary.finish(
+            prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
+        )
     finally:
         ray.shutdown()
 
@@ -245,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                     storage = storage.latest(Path(opts.space).stem)
                 except LookupError as exc:
                     raise BadInput(str(exc)) from None
-            saved = storage.read_json(STATE_FILE)
+            saved = storage.read_json(SWEEP_FILE)
             if saved is None:
                 raise BadInput(
-                    f"{storage.experiment_uri}: no sweep to resume ({STATE_FILE} missing)"
+                    f"{storage.experiment_uri}: no sweep to resume ({SWEEP_FILE} missing)"
                 )
             shared = opts.shared_storage or saved.get("shared_storage", False)
             opts = SweepOptions(**{**saved, "address": opts.address, "shared_storage": shared})

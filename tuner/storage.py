@@ -18,11 +18,16 @@ from urllib.parse import urlparse
 
 import pyarrow.fs
 
+from tuner.checks import BadInput, check_name
+
+SWEEP_FILE = "vla_tune.json"  # the sweep's options: --resume and export read them
+BEST_FILE = "best.json"  # the best trial: export and evaluate start from it
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray's name for a trial's checkpoint folders
 
 
 class Storage:
-    """`<storage_path>/<name>`: Ray's experiment folder, plus vla_tune.json and best.json."""
+    """`<storage_path>/<name>`: Ray's experiment folder (the search), plus SWEEP_FILE,
+    BEST_FILE, and the confirmation's plan and Ray folder (tuner.confirm)."""
 
     def __init__(self, storage_path: str, name: str | None):
         self.remote = "://" in storage_path
@@ -78,6 +83,30 @@ class Storage:
         if parsed.scheme == "sqlite":
             return Path(parsed.path).parent / "artifacts"
         return None
+
+
+def find_best(storage_path: str, name: str | None, command: str) -> tuple[Storage, dict, Path]:
+    """The sweep (`name`, else the latest), its best trial's record and checkpoint folder;
+    BadInput when one is missing on this machine (`command` names what to run where)."""
+    if name:
+        check_name(name)  # never a path out of the storage root
+    storage = Storage(storage_path, name)
+    try:
+        storage = storage if name else storage.latest()
+    except LookupError as exc:
+        raise BadInput(str(exc)) from None
+    if not storage.exists():
+        raise BadInput(f"{storage.experiment_uri}: no such sweep")
+    best = storage.read_json(BEST_FILE)
+    if best is None:
+        raise BadInput(f"{storage.experiment_uri}: no {BEST_FILE} (did the sweep finish?)")
+    folder = Path(best["checkpoint"]) if best.get("checkpoint") else None
+    if folder is None or not folder.is_dir():
+        raise BadInput(
+            f"checkpoint {best.get('checkpoint')} is not a folder on this machine "
+            f"({command} where the sweep's storage is mounted)"
+        )
+    return storage, best, folder
 
 
 def keep_latest_checkpoints(results: Any) -> int:

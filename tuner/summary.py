@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from trainables.training import TRIAL_CONFIG_FILE
 from tuner import confirm, report, verdict
+from tuner.storage import BEST_FILE
 from tuner.tracking import VERDICT_TAG, runs_page_url
-
-BEST_FILE = "best.json"
 
 
 def sorted_rows(prep: Any, results: Any) -> list[report.TrialRow]:
@@ -29,12 +29,17 @@ def finish(
     parent_id: str,
     results: Any,
     uri: str,
+    unfinished: int,
     confirmed: confirm.Confirmed | None = None,
 ) -> int:
+    """The table, the best trial (the confirmed best when there is one), its files in
+    MLflow and best.json; the exit status. `unfinished`: the search's trials left over."""
     space = prep.space
     rows = sorted_rows(prep, results)
     failed = [r for r in rows if r.status == "failed"]
-    unfinished = unfinished_trials(storage)
+    if confirmed is not None and confirmed.unfinished:
+        unfinished += confirmed.unfinished
+        confirmed = None  # an interrupted confirmation names no winner until --resume
     print()
     print(report.table(rows, space.metric, prep.searched))
 
@@ -69,17 +74,18 @@ def finish(
                     tracker.log_artifacts(
                         best_info["mlflow_run_id"], Path(best.checkpoint) / "adapter", "adapter"
                     )
-                tracker.log_json(best_info["mlflow_run_id"], best.config, "trial_config.json")
+                tracker.log_json(best_info["mlflow_run_id"], best.config, TRIAL_CONFIG_FILE)
             storage.write_json(BEST_FILE, best_info)
     tie = verdict.search_tie([r.value for r in rows if r.status != "failed"], space.metric)
-    if tie and confirmed is None:  # said in MLflow too, where the trials are compared
-        tracker.client.set_tag(parent_id, VERDICT_TAG, tie)
+    said = confirmed.line if confirmed is not None else tie
+    if said:  # in MLflow too, where the trials are compared
+        tracker.client.set_tag(parent_id, VERDICT_TAG, said[:5000])
     status = "FAILED" if failed else ("KILLED" if unfinished else "FINISHED")
     tracker.finish_parent(status)
 
     print()
     if confirmed is not None:
-        print(f"verdict: {confirmed.line}")
+        print(f"verdict: {said}")
     elif tie:
         print(tie)
     if best is not None:
@@ -128,14 +134,3 @@ def best_record(best: Any, space: Any, tracker: Any, uri: str) -> dict[str, Any]
         "space": space.name,
         "trainable": space.trainable,
     }
-
-
-def unfinished_trials(storage: Any) -> int:
-    """Trials neither terminated nor errored (Ctrl-C, a stopped driver)."""
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        analysis = ExperimentAnalysis(storage.experiment_uri)
-    except Exception:  # noqa: BLE001 - no state written yet: nothing unfinished to report
-        return 0
-    return sum(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials)

@@ -1,16 +1,18 @@
 """The Ray Tune objects of a sweep: the trainable (resources, shared data) and the Tuner
-(search, scheduler, storage, callbacks), new or restored from an interrupted sweep.
+of each phase (search, scheduler, storage, callbacks), new or restored from an
+interrupted sweep.
 
 Ray is imported by the caller first (tuner.run starts it); nothing here starts anything.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tuner import experiment
 from tuner.prepare import Prepared
-from tuner.storage import Storage
+from tuner.storage import Storage, keep_latest_checkpoints
 
 
 def make_trainable(prep: Prepared, data: Any, cpu: float, gpu: float) -> Any:
@@ -28,63 +30,96 @@ def make_trainable(prep: Prepared, data: Any, cpu: float, gpu: float) -> Any:
     )
 
 
-def make_tuner(
+@dataclass
+class Phase:
+    """One Tuner of a sweep: the search, or the confirmation's planned runs."""
+
+    name: str  # Ray's experiment folder
+    storage_path: str  # the folder (or URI) it lives in
+    param_space: dict[str, Any]
+    search_alg: Any
+    scheduler: Any
+    num_samples: int
+    varied: list[str]  # the keys that name a trial
+    num_trials: int  # for the live view
+    tag: str = "search"  # MLflow's vla_tune.phase
+
+
+def fit(
     prep: Prepared,
     trainable: Any,
     storage: Storage,
-    base: dict[str, Any],
+    phase: Phase,
     tracking: dict[str, Any],
     resume: bool,
 ) -> Any:
-    """A Tuner over the space, or the interrupted one restored (its unfinished and
-    errored trials go on from their last checkpoints)."""
+    """Run the phase's Tuner (or finish the interrupted one: unfinished and errored trials
+    go on from their last checkpoints), then keep each trial's latest checkpoint only."""
     from ray import tune
 
     from tuner.live import LiveView
     from tuner.tracking import MLflowTrialCallback
 
-    if resume:
-        return tune.Tuner.restore(
-            storage.experiment_uri,
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            storage_filesystem=storage.filesystem,
-        )
-    space, opts = prep.space, prep.options
-    name_fn, dirname_fn = experiment.name_functions(prep.searched)
-    return tune.Tuner(
-        trainable,
-        param_space=experiment.param_space(space, prep.search, base),
-        tune_config=tune.TuneConfig(
-            metric=space.metric,
-            mode=space.mode,
-            num_samples=space.num_samples,
-            search_alg=experiment.searcher(
-                prep.search,
-                space.metric,
-                space.mode,
-                opts.max_concurrent,
-                int(base.get("seed", 0)),
+    uri = f"{phase.storage_path.rstrip('/')}/{phase.name}"
+    fs = storage.filesystem
+    if resume and tune.Tuner.can_restore(uri, storage_filesystem=fs):
+        tuner = tune.Tuner.restore(
+            uri, trainable=trainable, resume_unfinished=True, resume_errored=True,
+            storage_filesystem=fs,
+        )  # fmt: skip
+    else:
+        metric, mode, max_t = prep.space.metric, prep.space.mode, prep.max_t
+        name_fn, dirname_fn = experiment.name_functions(phase.varied)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=phase.param_space,
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=mode,
+                num_samples=phase.num_samples,
+                search_alg=phase.search_alg,
+                scheduler=phase.scheduler,
+                max_concurrent_trials=prep.options.max_concurrent,
+                reuse_actors=True,
+                trial_name_creator=name_fn,
+                trial_dirname_creator=dirname_fn,
             ),
-            scheduler=experiment.scheduler(prep.scheduler, space, prep.max_t),
-            max_concurrent_trials=opts.max_concurrent,
-            reuse_actors=True,
-            trial_name_creator=name_fn,
-            trial_dirname_creator=dirname_fn,
+            run_config=tune.RunConfig(
+                name=phase.name,
+                storage_path=phase.storage_path,
+                storage_filesystem=fs,
+                failure_config=tune.FailureConfig(max_failures=2),
+                # All, while it runs: tuner.storage says why; pruned below.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                callbacks=[
+                    MLflowTrialCallback(tracking, metric, max_t, name_fn, prep.searched, phase.tag),
+                    LiveView(metric, mode, phase.num_trials, max_t, name_fn),
+                ],
+                verbose=0,
+                log_to_file=True,
+            ),
+        )
+    results = tuner.fit()
+    keep_latest_checkpoints(results)
+    return results
+
+
+def search_phase(prep: Prepared, storage: Storage, base: dict[str, Any]) -> Phase:
+    """The sweep's search over its space."""
+    space, search = prep.space, prep.space.search
+    return Phase(
+        name=storage.name,
+        storage_path=storage.root_uri,
+        param_space=experiment.param_space(space, search, base),
+        search_alg=experiment.searcher(
+            search,
+            space.metric,
+            space.mode,
+            prep.options.max_concurrent,
+            int(base.get("seed", 0)),
         ),
-        run_config=tune.RunConfig(
-            name=storage.name,
-            storage_path=storage.root_uri,
-            storage_filesystem=storage.filesystem,
-            failure_config=tune.FailureConfig(max_failures=2),
-            # All, while it runs: tuner.storage says why and prunes after fit().
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[
-                MLflowTrialCallback(tracking, space.metric, prep.max_t, name_fn, prep.searched),
-                LiveView(space.metric, space.mode, space.num_trials(), prep.max_t, name_fn),
-            ],
-            verbose=0,
-            log_to_file=True,
-        ),
+        scheduler=experiment.scheduler(prep.scheduler, space, prep.max_t),
+        num_samples=space.num_samples,
+        varied=prep.searched,
+        num_trials=space.num_trials(),
     )

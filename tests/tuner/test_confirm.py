@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
 import sys
+
+import pytest
 
 from tests.services import kill_group, start_group, wait_for
 from tests.tuner.conftest import SMALL_GRID
@@ -58,7 +62,10 @@ def test_top_configurations_get_more_seeds_and_a_verdict(sweep_args, write_space
     assert best["trial"] == table[0]["config"]  # the confirmed best, not just the search's
 
 
-def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, tmp_path):
+@pytest.mark.parametrize("how", ["killed", "ctrl-c"])
+def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, tmp_path, how):
+    """The driver is killed (SIGKILL), or interrupted (SIGINT: Tune then returns from
+    fit()), while a confirmation run holds after its first epoch."""
     space = write_space(SMALL_GRID)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "killed", *CONFIRM)]
@@ -74,8 +81,16 @@ def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, 
     driver = start_group(command, env={**os.environ, HOLD_FILE_ENV: str(hold)})
     try:
         wait_for(driver, a_confirmation_run_holds, "a confirmation run after its first epoch")
+        if how == "ctrl-c":
+            driver.send_signal(signal.SIGINT)
+            # An interrupted confirmation names no winner: the sweep is unfinished.
+            assert driver.wait(timeout=300) == 130
+            _, parents, _ = sweep_runs(uri)
+            assert parents[0].info.status == "KILLED"
+            assert "vla_tune.verdict" not in parents[0].data.tags
     finally:
-        kill_group(driver)
+        with contextlib.suppress(ProcessLookupError):  # ctrl-c: the group may be gone
+            kill_group(driver)
 
     resumed = tuner_cli(
         ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]

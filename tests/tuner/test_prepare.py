@@ -26,6 +26,17 @@ def test_set_pins_a_searched_key_of_the_grid(capsys, demo_dir, tmp_path):
     assert "learning_rate=1e-4 (pinned by --set; the space searched 3 values)" in out
 
 
+def test_search_option_sets_the_trial_count(capsys, demo_dir, tmp_path):
+    # --search random on a grid space: the header said 36 trials while Tune ran 5.
+    opts = SweepOptions(
+        space="grid_robovlms", data_dir=str(demo_dir), search="random", num_samples=5
+    )
+    prep = prepare(opts, load_data=False)
+    assert prep.space.search == "random" and prep.space.num_trials() == 5
+    print_header(prep, Storage(str(tmp_path / "results"), "x"), "sqlite:///m.db")
+    assert "5 trials, random" in capsys.readouterr().out
+
+
 def test_pinned_key_leaves_the_trial_names(capsys, sweep_args, write_space, tmp_path):
     args = sweep_args(write_space(SMALL_GRID), "--set", "learning_rate=1e-4", "--dry-run")
     assert main(args) == 0

@@ -13,9 +13,8 @@ from trainables.config import ConfigError
 from trainables.mobile_vla.robovlms_config import split_batch, to_robovlms
 from trainables.mobile_vla.robovlms_import import check_final, from_robovlms, load_robovlms
 from tuner.export import main as export_main
-from tuner.run import STATE_FILE, main
-from tuner.storage import Storage
-from tuner.summary import BEST_FILE
+from tuner.run import main
+from tuner.storage import BEST_FILE, SWEEP_FILE, Storage
 
 CONFIGS = Path(__file__).parent / "robovlms_configs"
 MOBILE = CONFIGS / "mobile_vla.json"
@@ -189,7 +188,7 @@ def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys, demo_dir):
     (checkpoint / "head.safetensors").write_bytes(b"x")
     storage = Storage(str(tmp_path / "results"), "sweep")
     raw = load_robovlms(CALVIN)
-    storage.write_json(STATE_FILE, {"space": "s", "from_robovlms": str(CALVIN), "robovlms": raw})
+    storage.write_json(SWEEP_FILE, {"space": "s", "from_robovlms": str(CALVIN), "robovlms": raw})
     # The tiny model's export carries its random backbone, built from the episodes' words.
     config = {**reference_flat(CALVIN), "weight_decay": 0.1, "data_dir": str(demo_dir)}
     storage.write_json(
