@@ -6,10 +6,10 @@ import dataclasses
 from typing import Any
 
 from trainables.config import defaults_of, keys_of
+from trainables.mobile_vla.batching_config import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
-from trainables.mobile_vla.frame_batches import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.robovlms_import import import_for_sweep
 from trainables.mobile_vla.trial_config import RunOptions, parse_config

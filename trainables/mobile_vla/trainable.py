@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from trainables.mobile_vla.backbone import cast_frozen
+from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.checkpoint import load_trainable, save_trainable
 from trainables.mobile_vla.dataset import MobileVLAData, load_dataset
 from trainables.mobile_vla.frame_batches import (
     FrameBatches,
     epoch_steps,
-    frames_per_micro_batch,
     predict,
     split_by_frames,
 )

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.config import ConfigError, route
+from trainables.mobile_vla.batching_config import BatchingConfig
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig
-from trainables.mobile_vla.frame_batches import BatchingConfig
 from trainables.training import TrainConfig
 from trainables.trial_loop import RunOptions
 
