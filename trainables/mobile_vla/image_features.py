@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from trainables.cache import default_cache_dir, write_atomic
-from trainables.mobile_vla.backbone import cast_frozen
+from trainables.mobile_vla.backbone import cast_frozen, is_lora_parameter
 from trainables.mobile_vla.modeling_mobile_vla import IMAGE_SIDE, MobileVLAPolicy, build_policy
 from trainables.progress import Progress
 from trainables.training import autocast, resolve_device, resolve_precision
@@ -64,7 +64,7 @@ def weights_key(policy: MobileVLAPolicy) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     state = policy.kosmos.state_dict()
     for name in sorted(state):
-        if name.startswith(IMAGE_SIDE) and "lora_" not in name:
+        if name.startswith(IMAGE_SIDE) and not is_lora_parameter(name):
             digest.update(name.encode())
             digest.update(_tensor_bytes(state[name]))
     digest.update(_tensor_bytes(policy.pixel_mean))
@@ -72,9 +72,11 @@ def weights_key(policy: MobileVLAPolicy) -> str:
     return digest.hexdigest()
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+def _tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's raw bytes as a view for `digest.update`: no second host copy of the
+    vision tower's weights just to hash them."""
     flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
+    return flat.view(torch.uint8).numpy()
 
 
 def features_key(weights: str, images: np.ndarray, dtype: str) -> str:
