@@ -6,15 +6,13 @@ import dataclasses
 from typing import Any
 
 from trainables.config import defaults_of, keys_of
-from trainables.mobile_vla.batching_config import BatchingConfig, frames_per_micro_batch
-from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
+from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.robovlms_import import import_for_sweep
-from trainables.mobile_vla.trial_config import RunOptions, parse_config
+from trainables.mobile_vla.trial_config import SECTIONS, parse_config
 from trainables.task import demo_message, make_task
-from trainables.training import TrainConfig
 
 
 def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
@@ -54,8 +52,8 @@ TASK = make_task(
     "mobile_vla",
     parse_config,
     load_dataset,
-    keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
-    defaults=defaults_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
+    keys=keys_of(*SECTIONS.values()),
+    defaults=defaults_of(*SECTIONS.values()),
     # the model and its image size decide the frames' size in the loaded data
     data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
     cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},
