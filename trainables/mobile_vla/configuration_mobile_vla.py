@@ -77,6 +77,10 @@ class ModelConfig(ModelChoice):
             return "freeze_backbone is false (the image-to-text connector trains)"
         return None
 
+    def head_width(self, backbone_width: int) -> int:
+        """The LSTM head's width: head_hidden, else the backbone's width capped at 1024."""
+        return self.head_hidden or min(backbone_width, 1024)
+
     def lstm_layers(self, backbone_width: int) -> int:
         if self.head_layers is not None:
             return self.head_layers

@@ -80,10 +80,9 @@ class MobileVLAPolicy(nn.Module):
         self.pad_token_id = text_config.pad_token_id
         # RoboVLMs starts the action token at zero; it learns its own embedding.
         self.action_token = nn.Parameter(torch.zeros(self.hidden_size))
-        head_hidden = cfg.head_hidden or min(self.hidden_size, 1024)
         self.head = ActionHead(
             self.hidden_size,
-            head_hidden,
+            cfg.head_width(self.hidden_size),
             cfg.lstm_layers(self.hidden_size),
             cfg.fwd_pred_next_n,
             cfg.action_dim,
