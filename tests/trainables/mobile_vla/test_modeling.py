@@ -354,3 +354,11 @@ def test_action_loss_sums_and_counts_real_targets_only():
     assert torch.isfinite(action_loss(pred, target, mask)[0])
     with pytest.raises(ValueError, match="loss"):
         action_loss(pred, target, mask, "l1")
+
+
+def test_head_width_is_head_hidden_else_the_backbone_width_capped():
+    assert ModelConfig().head_width(64) == 64
+    assert ModelConfig().head_width(2048) == 1024
+    assert ModelConfig(head_hidden=32).head_width(2048) == 32
+    policy, _ = build_policy(ModelConfig(), ["go"])
+    assert policy.head.lstm.hidden_size == ModelConfig().head_width(policy.hidden_size)
