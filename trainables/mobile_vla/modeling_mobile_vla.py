@@ -306,17 +306,6 @@ def configure_trainable(policy: MobileVLAPolicy) -> None:
 IMAGE_SIDE = ("vision_model.", "image_to_text_projection.")
 
 
-def trainable_image_side(policy: MobileVLAPolicy) -> list[str]:
-    """Trainable parameters that change a frame's image tokens (vision tower, connector).
-
-    Empty means the image tokens are a fixed function of the frame for the whole run."""
-    return [
-        name
-        for name, param in policy.kosmos.named_parameters()
-        if param.requires_grad and name.startswith(IMAGE_SIDE)
-    ]
-
-
 def parameter_counts(policy: MobileVLAPolicy) -> dict[str, int]:
     """Trainable and total parameter counts, with the trainable ones broken down."""
     counts = {"total": 0, "trainable": 0, "lora": 0, "backbone": 0, "head": 0}

@@ -18,6 +18,7 @@ from trainables.mobile_vla.backbone import (
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, HEAD_FILE, load_trainable, save_trainable
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.modeling_mobile_vla import (
+    IMAGE_SIDE,
     MobileVLAPolicy,
     action_loss,
     build_policy,
@@ -362,3 +363,18 @@ def test_head_width_is_head_hidden_else_the_backbone_width_capped():
     assert ModelConfig(head_hidden=32).head_width(2048) == 32
     policy, _ = build_policy(ModelConfig(), ["go"])
     assert policy.head.lstm.hidden_size == ModelConfig().head_width(policy.hidden_size)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"train_vision": True}, {"lora_target": "text+vision"}, {"freeze_backbone": False}],
+)
+def test_image_side_trains_says_whether_the_built_model_trains_its_image_side(overrides):
+    cfg = ModelConfig(**overrides)
+    policy, _ = build_policy(cfg, INSTRUCTIONS)
+    trained = [
+        name
+        for name, param in policy.kosmos.named_parameters()
+        if param.requires_grad and name.startswith(IMAGE_SIDE)
+    ]
+    assert bool(cfg.image_side_trains()) == bool(trained), (cfg.image_side_trains(), trained)
