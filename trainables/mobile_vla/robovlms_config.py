@@ -88,7 +88,7 @@ def backbone_width(model: Any) -> int:
         return model.tiny_hidden
     from transformers import Kosmos2Config
 
-    config = Kosmos2Config.from_pretrained(model.model, local_files_only=model.is_local)
+    config = Kosmos2Config.from_pretrained(model.source, local_files_only=model.is_local)
     return config.text_config.embed_dim
 
 

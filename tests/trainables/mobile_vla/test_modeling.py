@@ -378,3 +378,15 @@ def test_image_side_trains_says_whether_the_built_model_trains_its_image_side(ov
         if param.requires_grad and name.startswith(IMAGE_SIDE)
     ]
     assert bool(cfg.image_side_trains()) == bool(trained), (cfg.image_side_trains(), trained)
+
+
+def test_a_model_folder_under_home_is_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    policy, tok = make_policy()
+    save_backbone(policy, tok, tmp_path / "kosmos")
+    cfg = ModelConfig(model="~/kosmos")
+    assert cfg.is_local and cfg.image_size() == (SIZE, SIZE)
+    reloaded, _ = build_policy(cfg)
+    assert reloaded.hidden_size == policy.hidden_size
+    with pytest.raises(ValueError, match="model: ~/elsewhere is not a folder on this machine"):
+        ModelConfig(model="~/elsewhere").image_size()
