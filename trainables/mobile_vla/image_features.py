@@ -187,14 +187,14 @@ def precompute_for_sweep(
 ) -> tuple[MobileVLAData, str]:
     """(data with the features attached, the line to print) before the trials start.
 
-    Builds the policy as a trial does (same seed, precision and cast) on `device`, the
-    device the trials train on."""
+    Builds the policy as a trial does (same precision and cast) on `device`, the device
+    the trials train on. No seed: the image side is pretrained weights or the tiny
+    backbone's own fixed seed, whatever the trial's `seed`."""
     if not cfg.batching.feature_cache:
         return data, "image features: computed per step (feature_cache: false)"
     reason = cfg.model.image_side_trains()
     if reason:
         return data, f"image features: computed per step in each trial ({reason})"
-    torch.manual_seed(cfg.train.seed)
     policy, _ = build_policy(cfg.model, data.instructions)
     weights = weights_key(policy)
     target = resolve_device(device)

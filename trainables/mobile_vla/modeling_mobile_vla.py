@@ -212,7 +212,8 @@ class MobileVLAPolicy(nn.Module):
         """(B, window, H, W, 3) uint8 RGB, (B, L) ids and mask -> (B, window, fwd, A) fp32.
 
         Every frame of every window runs (the per-window path): the reference that
-        `forward_frames` with shared rows must equal, and what inference uses.
+        `forward_frames` with shared rows must equal in tests and benchmarks. Inference
+        calls `encode_images`, `text_features` and `head` itself.
         """
         if pixels.dim() != 5:
             raise ValueError(f"pixels: expected (B, window, H, W, 3), got {tuple(pixels.shape)}")

@@ -13,6 +13,7 @@ from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.robovlms_import import import_for_sweep
 from trainables.mobile_vla.trial_config import SECTIONS, parse_config
 from trainables.task import demo_message, make_task
+from trainables.training import plan_batches
 
 
 def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
@@ -24,8 +25,6 @@ def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
 
 def plan(flat: dict[str, Any], data: MobileVLAData) -> dict[str, Any]:
     """The shared batch plan plus the cap on backbone frames per micro-batch."""
-    from trainables.training import plan_batches
-
     cfg = parse_config(flat)
     batches = plan_batches(cfg.train, len(data.train))
     frames = frames_per_micro_batch(cfg.batching, batches, cfg.data.window_size)

@@ -92,7 +92,9 @@ def evaluate(
         mask = batch["mask"].bool()
         pred, target = pred.float()[mask], batch["target"][mask]  # (real, A)
         abs_err += ((pred - target).abs() * bound).sum(dim=0).double().cpu()
-        agree += int((direction_signs(pred.cpu().numpy()) == target.sign().cpu().numpy()).sum())
+        agree += int(
+            (direction_signs(pred.cpu().numpy()) == direction_signs(target.cpu().numpy())).sum()
+        )
         real += target.numel()
     sums = [episode_sums[e] for e in sorted(episode_sums)]
     loss_sum, count = sum(s for s, _ in sums), sum(n for _, n in sums)

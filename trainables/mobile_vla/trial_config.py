@@ -1,7 +1,7 @@
 """A Mobile VLA trial's flat config -> its data, model, training and run configs.
 
-Kept free of transformers and peft so the tuner can check every configuration of a
-sweep (and say what is wrong) in a second, before anything heavy is imported.
+Kept free of transformers and peft (it needs only torch, through TrainConfig) so the
+tuner can check every configuration of a sweep, and say what is wrong, in a second.
 """
 
 from __future__ import annotations
