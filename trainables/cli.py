@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 from trainables.config import ConfigError, OneLineParser, read_config
 from trainables.progress import format_rate
-from trainables.training import TrainingError
 
 
 class Setup(NamedTuple):
@@ -66,6 +65,7 @@ def standalone_main(
     args = parse_args(f"python -m trainables.{task_name}", doc, argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     from trainables.task import get_task
+    from trainables.training import TrainingError  # torch: not for the demo-data writers
 
     task = get_task(task_name)
     try:

@@ -68,8 +68,9 @@ def get_task(name: str) -> Task:
 
 
 def lazy(module: str, name: str) -> Callable[..., Any]:
-    """`module.name`, imported on first call: a trainable's imports (torch, transformers,
-    peft) take seconds, and the tuner checks configs long before any trial runs."""
+    """`module.name`, imported on first call: a trainable's imports (transformers, peft)
+    take seconds, and the tuner checks configs (which need only torch) long before any
+    trial runs."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
@@ -96,6 +97,8 @@ def make_task(
         return load_dataset(parse_config(flat).data)
 
     def plan(flat: dict[str, Any], data: Any) -> dict[str, Any]:
+        # Here, not at the top: importing trainables.task must not cost torch (the tuner
+        # imports it before any task); by now parse_config's module has loaded it anyway.
         from trainables.training import plan_batches
 
         return dataclasses.asdict(plan_batches(parse_config(flat).train, len(data.train)))

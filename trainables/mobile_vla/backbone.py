@@ -93,13 +93,12 @@ def load_backbone(
             torch.manual_seed(TINY_BACKBONE_SEED)
             backbone = Kosmos2Model(tiny_kosmos2_config(cfg, len(tokenizer)))
         return backbone, tokenizer
+    cfg.check_found()
     local = cfg.is_local
-    if not local and (cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") > 1):
-        raise ValueError(f"model: {cfg.model!r} is not a directory (nor a hub id)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.source, local_files_only=local)
         backbone = Kosmos2Model.from_pretrained(
-            cfg.model, local_files_only=local, dtype=torch.float32
+            cfg.source, local_files_only=local, dtype=torch.float32
         )
     except OSError as exc:
         raise ValueError(f"model: cannot load {cfg.model!r}: {exc}") from exc
@@ -113,7 +112,7 @@ def read_image_stats(cfg: ModelConfig) -> tuple[tuple[float, ...], tuple[float, 
     from transformers.utils import cached_file
 
     path = cached_file(
-        cfg.model,
+        cfg.source,
         PREPROCESSOR_FILE,
         local_files_only=cfg.is_local,
         _raise_exceptions_for_missing_entries=False,

@@ -63,8 +63,21 @@ class ModelConfig(ModelChoice):
 
     @property
     def is_local(self) -> bool:
-        """A directory on disk: load it offline, never touching the hub."""
-        return not self.is_tiny and Path(self.model).is_dir()
+        """A directory on disk (`~` expanded): load it offline, never touching the hub."""
+        return not self.is_tiny and Path(self.model).expanduser().is_dir()
+
+    @property
+    def source(self) -> str:
+        """What `from_pretrained` is given: the directory with `~` expanded, else the hub id
+        (transformers does not expand `~`)."""
+        return str(Path(self.model).expanduser()) if self.is_local else self.model
+
+    def check_found(self) -> None:
+        """A path that is not a directory here fails now, in one message, instead of as a
+        hub lookup of a name that is no hub id."""
+        looks_like_path = self.model.startswith((".", "/", "~")) or self.model.count("/") > 1
+        if not self.is_tiny and not self.is_local and looks_like_path:
+            raise ValueError(f"model: {self.model} is not a folder on this machine")
 
     def image_side_trains(self) -> str | None:
         """Why a frame's image tokens change during training, or None when they cannot
@@ -76,6 +89,10 @@ class ModelConfig(ModelChoice):
         if not self.freeze_backbone:
             return "freeze_backbone is false (the image-to-text connector trains)"
         return None
+
+    def head_width(self, backbone_width: int) -> int:
+        """The LSTM head's width: head_hidden, else the backbone's width capped at 1024."""
+        return self.head_hidden or min(backbone_width, 1024)
 
     def lstm_layers(self, backbone_width: int) -> int:
         if self.head_layers is not None:
@@ -130,12 +147,11 @@ class ModelConfig(ModelChoice):
         """
         if self.is_tiny:
             return (self.tiny_image_size, self.tiny_image_size)
-        if self.model.startswith((".", "/", "~")) and not self.is_local:  # a path, not a hub id
-            raise ValueError(f"model: {self.model} is not a folder on this machine")
+        self.check_found()
         from transformers import Kosmos2Config
 
         try:
-            config = Kosmos2Config.from_pretrained(self.model, local_files_only=self.is_local)
+            config = Kosmos2Config.from_pretrained(self.source, local_files_only=self.is_local)
         except OSError as exc:
             raise ValueError(f"model: cannot read the config of {self.model!r}: {exc}") from exc
         size = config.vision_config.image_size

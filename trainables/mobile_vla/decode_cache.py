@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from trainables.cache import default_cache_dir
+from trainables.cache import default_cache_dir, write_atomic
 
 # Bump when the decoded representation changes (colour order, resize filter, ...).
 CACHE_VERSION = 1
@@ -54,7 +53,7 @@ class DecodeCache:
             pass
         digest = content_hash(resolved)
         if _stamp(resolved) == stamp:  # not rewritten while we read it
-            _write_atomic(memo, f"{stamp} {digest}".encode())
+            write_atomic(memo, lambda f: f.write(f"{stamp} {digest}".encode()))
         return digest
 
     def get(
@@ -75,7 +74,7 @@ class DecodeCache:
 
     def put(self, digest: str, size: tuple[int, int], frames: np.ndarray) -> Path:
         path = self.entry(digest, size)
-        _write_atomic(path, frames)
+        write_atomic(path, lambda f: np.save(f, frames))
         return path
 
 
@@ -94,18 +93,3 @@ def entry_problem(frames: np.ndarray, size: tuple[int, int], num_frames: int | N
 def _damaged(path: Path, problem: str) -> None:
     warnings.warn(f"decode cache entry {path}: {problem}; decoding again", stacklevel=3)
     return None
-
-
-def _write_atomic(path: Path, payload: bytes | np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(payload, np.ndarray):
-                np.save(f, payload)
-            else:
-                f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

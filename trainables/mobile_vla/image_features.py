@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,8 +20,8 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 import torch
 
-from trainables.cache import default_cache_dir
-from trainables.mobile_vla.backbone import cast_frozen
+from trainables.cache import default_cache_dir, write_atomic
+from trainables.mobile_vla.backbone import cast_frozen, is_lora_parameter
 from trainables.mobile_vla.modeling_mobile_vla import IMAGE_SIDE, MobileVLAPolicy, build_policy
 from trainables.progress import Progress
 from trainables.training import autocast, resolve_device, resolve_precision
@@ -67,7 +64,7 @@ def weights_key(policy: MobileVLAPolicy) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     state = policy.kosmos.state_dict()
     for name in sorted(state):
-        if name.startswith(IMAGE_SIDE) and "lora_" not in name:
+        if name.startswith(IMAGE_SIDE) and not is_lora_parameter(name):
             digest.update(name.encode())
             digest.update(_tensor_bytes(state[name]))
     digest.update(_tensor_bytes(policy.pixel_mean))
@@ -75,9 +72,11 @@ def weights_key(policy: MobileVLAPolicy) -> str:
     return digest.hexdigest()
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+def _tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's raw bytes as a view for `digest.update`: no second host copy of the
+    vision tower's weights just to hash them."""
     flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
+    return flat.view(torch.uint8).numpy()
 
 
 def features_key(weights: str, images: np.ndarray, dtype: str) -> str:
@@ -125,7 +124,7 @@ def compute_features(
 
 
 class FeatureStore:
-    """`<key>.npy` + `<key>.json` files, written atomically; a damaged entry is a miss."""
+    """One `<key>.npy` per entry, written atomically; a damaged entry is a miss."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir() / "features"
@@ -136,40 +135,29 @@ class FeatureStore:
         return cls(Path(cache_dir) / "features" if cache_dir else None)
 
     def load(self, key: str, frames: int) -> np.ndarray | None:
-        meta_path, values_path = self.root / f"{key}.json", self.root / f"{key}.npy"
+        """The entry's features, or None: missing, or (with a warning) unreadable or not
+        one row per frame, so the caller recomputes and rewrites it."""
+        path = self.root / f"{key}.npy"
         try:
-            meta = json.loads(meta_path.read_text())
-            values = np.load(values_path, allow_pickle=False)
+            values = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             warnings.warn(
-                f"{values_path}: unreadable feature cache entry ({exc}); recomputing", stacklevel=2
+                f"{path}: unreadable feature cache entry ({exc}); recomputing", stacklevel=2
             )
             return None
-        if list(values.shape) != meta.get("shape") or len(values) != frames:
+        if values.shape[:1] != (frames,):
             warnings.warn(
-                f"{values_path}: feature cache entry has the wrong shape; recomputing", stacklevel=2
+                f"{path}: feature cache entry has shape {values.shape}, not {frames} frames; "
+                "recomputing",
+                stacklevel=2,
             )
             return None
         return values
 
-    def save(self, key: str, values: np.ndarray, meta: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.root / f"{key}.npy", lambda f: np.save(f, values))
-        meta = {**meta, "shape": list(values.shape), "version": CACHE_VERSION}
-        _write_atomic(self.root / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def save(self, key: str, values: np.ndarray) -> None:
+        write_atomic(self.root / f"{key}.npy", lambda f: np.save(f, values))
 
 
 def load_or_compute(
@@ -190,7 +178,7 @@ def load_or_compute(
     started = time.perf_counter()
     values = compute_features(policy, images, precision, progress=progress, stream=stream)
     seconds = time.perf_counter() - started
-    store.save(key, values, {"dtype": precision, "frames": len(images), "seconds": seconds})
+    store.save(key, values)
     return ImageFeatures(values, precision, weights, key), f"computed in {seconds:.1f} s"
 
 
@@ -199,14 +187,14 @@ def precompute_for_sweep(
 ) -> tuple[MobileVLAData, str]:
     """(data with the features attached, the line to print) before the trials start.
 
-    Builds the policy as a trial does (same seed, precision and cast) on `device`, the
-    device the trials train on."""
+    Builds the policy as a trial does (same precision and cast) on `device`, the device
+    the trials train on. No seed: the image side is pretrained weights or the tiny
+    backbone's own fixed seed, whatever the trial's `seed`."""
     if not cfg.batching.feature_cache:
         return data, "image features: computed per step (feature_cache: false)"
     reason = cfg.model.image_side_trains()
     if reason:
         return data, f"image features: computed per step in each trial ({reason})"
-    torch.manual_seed(cfg.train.seed)
     policy, _ = build_policy(cfg.model, data.instructions)
     weights = weights_key(policy)
     target = resolve_device(device)

@@ -80,10 +80,9 @@ class MobileVLAPolicy(nn.Module):
         self.pad_token_id = text_config.pad_token_id
         # RoboVLMs starts the action token at zero; it learns its own embedding.
         self.action_token = nn.Parameter(torch.zeros(self.hidden_size))
-        head_hidden = cfg.head_hidden or min(self.hidden_size, 1024)
         self.head = ActionHead(
             self.hidden_size,
-            head_hidden,
+            cfg.head_width(self.hidden_size),
             cfg.lstm_layers(self.hidden_size),
             cfg.fwd_pred_next_n,
             cfg.action_dim,
@@ -213,7 +212,8 @@ class MobileVLAPolicy(nn.Module):
         """(B, window, H, W, 3) uint8 RGB, (B, L) ids and mask -> (B, window, fwd, A) fp32.
 
         Every frame of every window runs (the per-window path): the reference that
-        `forward_frames` with shared rows must equal, and what inference uses.
+        `forward_frames` with shared rows must equal in tests and benchmarks. Inference
+        calls `encode_images`, `text_features` and `head` itself.
         """
         if pixels.dim() != 5:
             raise ValueError(f"pixels: expected (B, window, H, W, 3), got {tuple(pixels.shape)}")
@@ -305,17 +305,6 @@ def configure_trainable(policy: MobileVLAPolicy) -> None:
 
 
 IMAGE_SIDE = ("vision_model.", "image_to_text_projection.")
-
-
-def trainable_image_side(policy: MobileVLAPolicy) -> list[str]:
-    """Trainable parameters that change a frame's image tokens (vision tower, connector).
-
-    Empty means the image tokens are a fixed function of the frame for the whole run."""
-    return [
-        name
-        for name, param in policy.kosmos.named_parameters()
-        if param.requires_grad and name.startswith(IMAGE_SIDE)
-    ]
 
 
 def parameter_counts(policy: MobileVLAPolicy) -> dict[str, int]:

@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from trainables.mobile_vla.robovlms_import import PRECISIONS_OUT, from_robovlms
-from trainables.mobile_vla.trial_config import parse_config
+from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.training import plan_batches
 
 # vla-tune key -> where RoboVLMs reads it: (section, key); "" is the top level.
@@ -51,11 +51,11 @@ def split_batch(global_batch: int, micro: int, devices: int) -> tuple[int, int]:
     return size, per_device // size
 
 
-def robovlms_values(flat: dict[str, Any], devices: int) -> dict[str, Any]:
+def robovlms_values(cfg: TrialConfig, devices: int) -> dict[str, Any]:
     """Every value a RoboVLMs config takes from a trial, keyed by vla-tune key (batch_size
     as the (per-device batch, accumulation) pair)."""
-    cfg = parse_config(flat)
     model, train, data = cfg.model, cfg.train, cfg.data
+    width = backbone_width(model)  # reads the model's config.json unless tiny
     plan = plan_batches(train, train.batch_size)  # the micro-batch does not depend on the data
     return {
         "learning_rate": train.learning_rate,
@@ -76,8 +76,8 @@ def robovlms_values(flat: dict[str, Any], devices: int) -> dict[str, Any]:
         "lora_r": model.lora_r,
         "lora_alpha": model.lora_alpha,
         "lora_dropout": model.lora_dropout,
-        "head_hidden": model.head_hidden or min(backbone_width(model), 1024),
-        "head_layers": model.lstm_layers(backbone_width(model)),
+        "head_hidden": model.head_width(width),
+        "head_layers": model.lstm_layers(width),
         "action_bound": data.action_bound,
         "batch_size": split_batch(train.batch_size, plan.micro_batch_size, devices),
     }
@@ -88,7 +88,7 @@ def backbone_width(model: Any) -> int:
         return model.tiny_hidden
     from transformers import Kosmos2Config
 
-    config = Kosmos2Config.from_pretrained(model.model, local_files_only=model.is_local)
+    config = Kosmos2Config.from_pretrained(model.source, local_files_only=model.is_local)
     return config.text_config.embed_dim
 
 
@@ -100,8 +100,9 @@ def to_robovlms(
     if reference is not None:
         return _update(reference, flat, devices)
     devices = devices or 1
-    values = robovlms_values(flat, devices)
-    doc = fresh(flat, devices)
+    cfg = parse_config(flat)
+    values = robovlms_values(cfg, devices)
+    doc = fresh(cfg, devices)
     for key, places in PLACES.items():
         _put(doc, places, key, values[key])
     doc["batch_size"], doc["trainer"]["accumulate_grad_batches"] = values["batch_size"]
@@ -118,7 +119,7 @@ def _update(reference: dict[str, Any], flat: dict[str, Any], devices: int | None
     imported = from_robovlms(reference)
     devices = devices or imported.devices
     doc = copy.deepcopy(reference)
-    values = robovlms_values(flat, devices)
+    values = robovlms_values(parse_config(flat), devices)
     for key, places in PLACES.items():
         if key in flat and flat[key] != imported.flat.get(key):
             if key == "action_bound":
@@ -133,9 +134,8 @@ def _update(reference: dict[str, Any], flat: dict[str, Any], devices: int | None
     return doc
 
 
-def fresh(flat: dict[str, Any], devices: int) -> dict[str, Any]:
+def fresh(cfg: TrialConfig, devices: int) -> dict[str, Any]:
     """The keys a RoboVLMs config needs beyond the searched values."""
-    cfg = parse_config(flat)
     model, data = cfg.model, cfg.data
     height, width = data.image_size
     return {

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.config import ConfigError
+from trainables.config import ConfigError, check_positive_int
 
 PRECISIONS_IN = {
     "16-mixed": "fp16", "16": "fp16", "16-true": "fp16",
@@ -185,8 +185,11 @@ def from_robovlms(raw: dict[str, Any]) -> Imported:
 
 
 def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _refuse(key, value, "expected an integer >= 1")
+    """`value`, checked as every config's integers are, failing as a ConfigError."""
+    try:
+        check_positive_int(key, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return value
 
 
@@ -241,7 +244,7 @@ def _check_images(raw: dict[str, Any], model: Any) -> list[str]:
     wanted = {k: raw[k] for k in ("image_size", "image_mean", "image_std") if k in raw}
     if not wanted:
         return []
-    from trainables.mobile_vla.modeling_mobile_vla import read_image_stats
+    from trainables.mobile_vla.backbone import read_image_stats
 
     height, width = model.image_size()
     mean, std = read_image_stats(model)

@@ -6,15 +6,14 @@ import dataclasses
 from typing import Any
 
 from trainables.config import defaults_of, keys_of
-from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
+from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
-from trainables.mobile_vla.frame_batches import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.robovlms_import import import_for_sweep
-from trainables.mobile_vla.trial_config import RunOptions, parse_config
+from trainables.mobile_vla.trial_config import SECTIONS, parse_config
 from trainables.task import demo_message, make_task
-from trainables.training import TrainConfig
+from trainables.training import plan_batches
 
 
 def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
@@ -26,8 +25,6 @@ def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
 
 def plan(flat: dict[str, Any], data: MobileVLAData) -> dict[str, Any]:
     """The shared batch plan plus the cap on backbone frames per micro-batch."""
-    from trainables.training import plan_batches
-
     cfg = parse_config(flat)
     batches = plan_batches(cfg.train, len(data.train))
     frames = frames_per_micro_batch(cfg.batching, batches, cfg.data.window_size)
@@ -54,8 +51,8 @@ TASK = make_task(
     "mobile_vla",
     parse_config,
     load_dataset,
-    keys=keys_of(DataConfig, ModelConfig, TrainConfig, BatchingConfig, RunOptions),
-    defaults=defaults_of(DataConfig, ModelConfig, TrainConfig, RunOptions),
+    keys=keys_of(*SECTIONS.values()),
+    defaults=defaults_of(*SECTIONS.values()),
     # the model and its image size decide the frames' size in the loaded data
     data_keys=frozenset(keys_of(DataConfig)) | {"model", "tiny_image_size", "tiny_patch_size"},
     cli_keys={"data_dir": "data_dir", "pattern": "pattern", "model": "model"},

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from trainables.mobile_vla.backbone import cast_frozen
+from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.checkpoint import load_trainable, save_trainable
 from trainables.mobile_vla.dataset import MobileVLAData, load_dataset
 from trainables.mobile_vla.frame_batches import (
     FrameBatches,
     epoch_steps,
-    frames_per_micro_batch,
     predict,
     split_by_frames,
 )
@@ -37,7 +37,6 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     MobileVLAPolicy,
     build_policy,
     parameter_counts,
-    trainable_image_side,
 )
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows, direction_signs
@@ -45,14 +44,13 @@ from trainables.training import BatchPlan, Trainer, plan_batches
 from trainables.trial_loop import Trial, trial_function
 
 
-def features_off(policy: MobileVLAPolicy, cfg: TrialConfig) -> str | None:
+def features_off(cfg: TrialConfig) -> str | None:
     """Why this trial runs the vision tower every step (logged as `feature_cache`), or None
     when its image tokens stay fixed and can be computed once."""
     if not cfg.batching.feature_cache:
         return "off (feature_cache: false)"
-    if trainable_image_side(policy):
-        return f"off: {cfg.model.image_side_trains() or 'the vision side trains'}"
-    return None
+    reason = cfg.model.image_side_trains()
+    return f"off: {reason}" if reason else None
 
 
 def image_features_for(
@@ -94,7 +92,9 @@ def evaluate(
         mask = batch["mask"].bool()
         pred, target = pred.float()[mask], batch["target"][mask]  # (real, A)
         abs_err += ((pred - target).abs() * bound).sum(dim=0).double().cpu()
-        agree += int((direction_signs(pred.cpu().numpy()) == target.sign().cpu().numpy()).sum())
+        agree += int(
+            (direction_signs(pred.cpu().numpy()) == direction_signs(target.cpu().numpy())).sum()
+        )
         real += target.numel()
     sums = [episode_sums[e] for e in sorted(episode_sums)]
     loss_sum, count = sum(s for s, _ in sums), sum(n for _, n in sums)
@@ -151,7 +151,7 @@ class MobileVLATrial(Trial):
         """Set-up in order: model, plan, precision, optimizer, image features, batches."""
         self.cfg, self.data = cfg, data
         self.policy, tokenizer = build_policy(cfg.model, data.instructions)
-        off = features_off(self.policy, cfg)
+        off = features_off(cfg)
         weights = None if off else weights_key(self.policy)  # fp32 weights, before any cast
         plan = plan_batches(cfg.train, len(data.train))
         self.frames_cap = frames_per_micro_batch(cfg.batching, plan, cfg.data.window_size)

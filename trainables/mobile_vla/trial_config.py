@@ -1,7 +1,7 @@
 """A Mobile VLA trial's flat config -> its data, model, training and run configs.
 
-Kept free of transformers and peft so the tuner can check every configuration of a
-sweep (and say what is wrong) in a second, before anything heavy is imported.
+Kept free of transformers and peft (it needs only torch, through TrainConfig) so the
+tuner can check every configuration of a sweep, and say what is wrong, in a second.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.config import ConfigError, route
+from trainables.mobile_vla.batching_config import BatchingConfig
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import DataConfig
-from trainables.mobile_vla.frame_batches import BatchingConfig
 from trainables.training import TrainConfig
 from trainables.trial_loop import RunOptions
 

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from trainables.cache import default_cache_dir
+from trainables.cache import default_cache_dir, write_atomic
 from trainables.cli import demo_data_parser, write_or_fail
 
 T = TypeVar("T")
@@ -220,16 +218,8 @@ def write_demo_file(out: str | Path, n: int, seed: int = 0) -> Path:
     """Write the records as a JSON list; written to a temporary name, then renamed."""
     records = generate_records(n, seed)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(records, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(records, indent=1) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
     return path
 
 

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainables.config import defaults_of, keys_of
 from trainables.robot_code.dataset import DataError, RobotCodeData, load_dataset
 from trainables.robot_code.demo_data import ensure_demo_data
-from trainables.robot_code.trial_config import (
-    DATA_KEYS,
-    config_defaults,
-    config_keys,
-    parse_config,
-)
+from trainables.robot_code.trial_config import DATA_KEYS, SECTIONS, parse_config
 from trainables.task import demo_message, make_task
 
 
@@ -38,8 +34,8 @@ TASK = make_task(
     "robot_code",
     parse_config,
     load_dataset,  # without data_path: the demo set, generated once into the cache
-    keys=config_keys(),
-    defaults=config_defaults(),
+    keys=keys_of(*SECTIONS.values()),
+    defaults=defaults_of(*SECTIONS.values()),
     data_keys=DATA_KEYS,
     # --data-dir names the records file here (a JSON list or .jsonl), not a folder.
     cli_keys={"data_dir": "data_path", "model": "model"},

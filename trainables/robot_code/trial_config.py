@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.config import defaults_of, keys_of, route
+from trainables.config import keys_of, route
 from trainables.robot_code.configuration_robot_code import ModelConfig
 from trainables.robot_code.dataset import DataConfig
 from trainables.robot_code.evaluation import EvalConfig
@@ -60,11 +60,3 @@ DATA_KEYS = frozenset(keys_of(DataConfig))
 def parse_config(flat: dict[str, Any]) -> TrialConfig:
     """Route the flat dict; raises ConfigError naming the bad key."""
     return TrialConfig(**route(flat, SECTIONS))
-
-
-def config_keys() -> list[str]:
-    return keys_of(*SECTIONS.values())
-
-
-def config_defaults() -> dict[str, Any]:
-    return defaults_of(*SECTIONS.values())

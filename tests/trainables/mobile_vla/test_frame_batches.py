@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.mobile_vla.batching_config import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.frame_batches import (
-    BatchingConfig,
     FrameBatches,
     epoch_steps,
-    frames_per_micro_batch,
     grouped_order,
     predict,
     split_by_frames,

@@ -18,6 +18,7 @@ from trainables.mobile_vla.backbone import (
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, HEAD_FILE, load_trainable, save_trainable
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.modeling_mobile_vla import (
+    IMAGE_SIDE,
     MobileVLAPolicy,
     action_loss,
     build_policy,
@@ -354,3 +355,38 @@ def test_action_loss_sums_and_counts_real_targets_only():
     assert torch.isfinite(action_loss(pred, target, mask)[0])
     with pytest.raises(ValueError, match="loss"):
         action_loss(pred, target, mask, "l1")
+
+
+def test_head_width_is_head_hidden_else_the_backbone_width_capped():
+    assert ModelConfig().head_width(64) == 64
+    assert ModelConfig().head_width(2048) == 1024
+    assert ModelConfig(head_hidden=32).head_width(2048) == 32
+    policy, _ = build_policy(ModelConfig(), ["go"])
+    assert policy.head.lstm.hidden_size == ModelConfig().head_width(policy.hidden_size)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"train_vision": True}, {"lora_target": "text+vision"}, {"freeze_backbone": False}],
+)
+def test_image_side_trains_says_whether_the_built_model_trains_its_image_side(overrides):
+    cfg = ModelConfig(**overrides)
+    policy, _ = build_policy(cfg, INSTRUCTIONS)
+    trained = [
+        name
+        for name, param in policy.kosmos.named_parameters()
+        if param.requires_grad and name.startswith(IMAGE_SIDE)
+    ]
+    assert bool(cfg.image_side_trains()) == bool(trained), (cfg.image_side_trains(), trained)
+
+
+def test_a_model_folder_under_home_is_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    policy, tok = make_policy()
+    save_backbone(policy, tok, tmp_path / "kosmos")
+    cfg = ModelConfig(model="~/kosmos")
+    assert cfg.is_local and cfg.image_size() == (SIZE, SIZE)
+    reloaded, _ = build_policy(cfg)
+    assert reloaded.hidden_size == policy.hidden_size
+    with pytest.raises(ValueError, match="model: ~/elsewhere is not a folder on this machine"):
+        ModelConfig(model="~/elsewhere").image_size()
