@@ -78,7 +78,7 @@ def sort_rows(rows: list[TrialRow], mode: str) -> list[TrialRow]:
 def table(rows: list[TrialRow], metric: str, searched: list[str]) -> str:
     headers = ["#", *searched, "epochs", metric, "status"]
     body = [
-        [str(i + 1), *(cell(r.config.get(k)) for k in searched), str(r.epochs),
+        [str(i + 1), *(short(r.config.get(k), 4) for k in searched), str(r.epochs),
          f"{r.value:.4f}", r.status]
         for i, r in enumerate(rows)
     ]  # fmt: skip
@@ -88,9 +88,9 @@ def table(rows: list[TrialRow], metric: str, searched: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cell(value: Any) -> str:
-    """A sampled value in 4 significant digits (the CSV keeps every digit)."""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def short(value: Any, digits: int = 3) -> str:
+    """A sampled value in a few significant digits (the CSV keeps every digit)."""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def write_csv(rows: list[TrialRow], metric: str, searched: list[str], path: Path) -> None:
@@ -218,7 +218,3 @@ def plot_parallel_coordinates(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -172,6 +172,7 @@ def test_dockerignore_keeps_outputs_data_and_secrets_out_of_the_image():
         "ray_results/grid-robovlms-20250101-120000/best.json",
         "ray_results/s/lr=1e-4/checkpoint_000002/training_state.pt",
         "exported/grid-robovlms/adapter/adapter_model.safetensors",
+        "evaluation/grid-robovlms/summary.json",
         "checkpoints/best/head.safetensors",
         "runs/old/checkpoint_000001/adapter/adapter_config.json",
         "weights.pt",
