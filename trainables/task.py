@@ -42,6 +42,9 @@ class Task:
     # export_config(flat, reference=None, devices=None) -> the configuration in the task's
     # reference format (JSON-able); from `reference` (the file a sweep started from) if given
     export_config: Callable[..., dict[str, Any]] | None = None
+    # export_writer(flat) -> what tuner.export writes beside the copied checkpoint (its
+    # `write(out, merge) -> lines to print`); checked before anything is written
+    export_writer: Callable[[dict[str, Any]], Any] | None = None
     # import_config(raw, under, over) -> the reference file's layer of the base config
     # (.flat, .ignored, .notes); `under`/`over` are the layers below and above it
     import_config: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], Any] | None = None

@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.checks import BadInput
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {storage.experiment_uri}/{BEST_FILE}: {one_line(exc)}", file=sys.stderr)
         return 2
     try:
-        writer = model_writer(best["trainable"], best["config"], args.merge)
+        writer = model_writer(task, best["config"], args.merge)
     except (ValueError, OSError) as exc:  # e.g. the tiny model's episodes are not here
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -86,15 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def model_writer(trainable: str, config: dict, merge: bool):
+def model_writer(task: Any, config: dict, merge: bool) -> Any:
     """The task's export extras (None when it has none); checked before writing."""
-    if trainable != "mobile_vla":
+    if task.export_writer is None:
         if merge:
-            raise ValueError(f"--merge: trainable {trainable} has no backbone to merge")
+            raise ValueError(f"--merge: trainable {task.name} has no backbone to merge")
         return None
-    from trainables.mobile_vla.export_model import ExportWriter
-
-    return ExportWriter.prepare(config)
+    return task.export_writer(config)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,6 @@ class ExportWriter:
     flat: dict[str, Any]
     instructions: list[str] | None  # the tiny model's tokenizer is trained on them
 
-    @classmethod
-    def prepare(cls, flat: dict[str, Any]) -> ExportWriter:
-        tiny = parse_config(flat).model.is_tiny
-        return cls(flat, training_instructions(flat) if tiny else None)
-
     def write(self, out: Path, merge: bool) -> list[str]:
         """Write the extras into `out` (which holds the copied checkpoint); return the
         lines to print."""
@@ -90,3 +85,9 @@ def write_merged(out: Path) -> str:
         f"{MERGED_DIR}/: adapter {adapter / MB:.1f} MB, merged fp16 backbone "
         f"{weights / 2**30:.2f} GB ({weights / MB:.1f} MB), head {head_bytes / MB:.1f} MB"
     )
+
+
+def prepare_writer(flat: dict[str, Any]) -> ExportWriter:
+    """The task's export_writer (trainables/task.py)."""
+    tiny = parse_config(flat).model.is_tiny
+    return ExportWriter(flat, training_instructions(flat) if tiny else None)

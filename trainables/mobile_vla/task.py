@@ -12,7 +12,7 @@ from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.robovlms_config import to_robovlms
 from trainables.mobile_vla.robovlms_import import import_for_sweep
 from trainables.mobile_vla.trial_config import SECTIONS, parse_config
-from trainables.task import demo_message, make_task
+from trainables.task import demo_message, lazy, make_task
 from trainables.training import plan_batches
 
 
@@ -62,5 +62,6 @@ TASK = make_task(
     precompute=precompute,
     plan=plan,
     export_config=to_robovlms,
+    export_writer=lazy("trainables.mobile_vla.export_model", "prepare_writer"),
     import_config=import_for_sweep,
 )
