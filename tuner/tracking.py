@@ -149,7 +149,7 @@ class SweepTracker:
 
     def child(self, trial_id: str, name: str, phase: str = "search") -> tuple[str, bool]:
         """(run id, existed) of the child run for this trial, created when new."""
-        run_id = self._find({TRIAL_TAG: trial_id})
+        run_id = self.trial_run_id(trial_id)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             return run_id, True
