@@ -115,7 +115,10 @@ def test_evaluate_the_sweep_writes_plots_summary_and_mlflow_artifacts(sweep, dem
     plots = sorted(e["episode"].replace(".h5", ".png") for e in episodes)
     assert sorted(p.name for p in out.glob("*.png")) == sorted([*plots, "confusion.png"])
     assert all((out / p).stat().st_size > 10_000 for p in plots)
-    assert sum(summary["confusion"]["counts"], []) and summary["overall"]["frames"] == 36
+    # Every evaluated frame lands in one cell of the confusion matrix.
+    frames = summary["overall"]["frames"]
+    assert frames == sum(e["frames"] for e in episodes) == 36
+    assert sum(sum(row) for row in summary["confusion"]["counts"]) == frames
     assert "overall" in run.stdout and "mae_linear_x" in run.stdout
 
     # The numbers: the same checkpoint, loaded the user's way, frame by frame on raw files.
