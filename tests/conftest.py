@@ -47,6 +47,30 @@ def demo_data(demo_dir, tmp_path_factory):
 
 
 @pytest.fixture
+def tiny_checkpoint(tmp_path, demo_dir):
+    """A freshly built tiny policy saved the trainable's way (head made non-trivial), with
+    its trial_config.json: what a trial's checkpoint holds but the optimizer state."""
+    import json
+
+    import torch
+
+    from trainables.mobile_vla.checkpoint import save_trainable
+    from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
+    from trainables.mobile_vla.dataset import inspect_all, list_episodes
+    from trainables.mobile_vla.modeling_mobile_vla import build_policy
+
+    flat = {"data_dir": str(demo_dir)}
+    _, instructions, _ = inspect_all(list_episodes(demo_dir, "episode_*.h5"), DataConfig(**flat))
+    torch.manual_seed(0)
+    model, _ = build_policy(ModelConfig(), instructions)
+    with torch.no_grad():
+        model.action_token.normal_()
+    save_trainable(model, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "trial_config.json").write_text(json.dumps(flat))
+    return tmp_path / "ckpt"
+
+
+@pytest.fixture
 def local_ray(monkeypatch):
     """The tuner's own local Ray (loopback only), stopped by its handle, never `ray stop`."""
     from tuner.ray_start import start_ray
