@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
+from tests.services import isolated_env
 from trainables.mobile_vla.dataset import DataConfig, load_dataset
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
@@ -18,16 +19,12 @@ def ray_tmpdir(tmp_path_factory) -> str:
 
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path, ray_tmpdir, monkeypatch):
-    """HF, torch, MLflow, Ray (home files too) and our decode cache write under tmp_path."""
+    """HF, torch, matplotlib, MLflow, Ray (home files too) and our decode cache write under
+    tmp_path."""
     cache = tmp_path / "cache"
-    monkeypatch.setenv("HOME", ray_tmpdir)  # Ray's ~/.ray/auth_token: one per process
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("VLA_TUNE_CACHE", str(cache / "vla-tune"))
-    monkeypatch.setenv("HF_HOME", str(cache / "huggingface"))
-    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmpdir)
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # HOME: Ray's ~/.ray/auth_token, one per process.
+    for name, value in isolated_env(ray_tmpdir, cache, ray_tmpdir).items():
+        monkeypatch.setenv(name, value)
     return cache
 
 

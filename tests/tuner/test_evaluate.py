@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.services import isolated_env
 from tests.tuner.conftest import SMALL_GRID
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
@@ -33,16 +34,7 @@ def cli(module: str, *args: str, env: dict | None = None) -> subprocess.Complete
 def sweep(tmp_path_factory, demo_dir, ray_tmpdir):
     """A finished sweep: (storage path, MLflow URI, its stdout)."""
     root = tmp_path_factory.mktemp("sweep")
-    cache = root / "cache"
-    env = {
-        **os.environ,
-        "HOME": ray_tmpdir,
-        "XDG_CACHE_HOME": str(cache),
-        "VLA_TUNE_CACHE": str(cache / "vla-tune"),
-        "HF_HOME": str(cache / "huggingface"),
-        "HF_HUB_OFFLINE": "1",
-        "RAY_TMPDIR": ray_tmpdir,
-    }
+    env = {**os.environ, **isolated_env(ray_tmpdir, root / "cache", ray_tmpdir)}
     env.pop("RAY_ADDRESS", None)
     (root / "space.yaml").write_text(GRID)
     uri = f"sqlite:///{root / 'mlflow.db'}"
