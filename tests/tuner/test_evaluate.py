@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.services import isolated_env
+from tests.services import cli, isolated_env
 from tests.tuner.conftest import SMALL_GRID
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
 GRID = SMALL_GRID.replace("weight_decay: [0.0, 0.1]", "weight_decay: [0.0]").replace(
     "max_epochs: 2", "max_epochs: 1"
 )
-
-
-def cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env
-    )
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
 
+from tests.services import cli
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, CONFIG_FILE, HEAD_FILE
 from trainables.mobile_vla.inference import Policy
 from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
@@ -36,11 +36,7 @@ def write_sweep(root, checkpoint, model: str = "tiny", data_dir: str = "/data/ep
 
 
 def export(root, out) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner.export", "--storage-path", str(root), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    return cli("tuner.export", "--storage-path", root, "--out", out)
 
 
 @pytest.fixture
@@ -99,10 +95,9 @@ def test_missing_model_folder_is_one_error_line_and_writes_nothing(tmp_path, che
 
 def test_a_name_that_leaves_the_storage_root_is_refused(tmp_path, checkpoint, demo_dir):
     write_sweep(tmp_path / "results", checkpoint, data_dir=demo_dir)  # results/sweep
-    run = subprocess.run(
-        [sys.executable, "-m", "tuner.export", "--storage-path", str(tmp_path / "results" / "x"),
-         "--name", "../sweep", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True,
+    run = cli(
+        "tuner.export", "--storage-path", tmp_path / "results" / "x",
+        "--name", "../sweep", "--out", tmp_path / "out",
     )  # fmt: skip
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.startswith("error: --name '../sweep': expected one folder name")

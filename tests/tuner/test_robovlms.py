@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tuner.conftest import SMALL_GRID
-from tests.tuner.test_bad_input import run_main
+from tests.tuner.conftest import SMALL_GRID, run_main
 from trainables.config import ConfigError
 from trainables.mobile_vla.checkpoint import HEAD_FILE
 from trainables.mobile_vla.inference import Policy
