@@ -136,6 +136,15 @@ def snapshot_checkpoints(experiment: Path) -> list[str | None]:
     return names
 
 
+def save_snapshot(experiment: Path, saved: Path) -> str | None:
+    """Copy the experiment folder's files (Ray's snapshot) to `saved`, replacing an earlier
+    copy; the checkpoint the copy names for the first trial."""
+    shutil.rmtree(saved, ignore_errors=True)
+    shutil.copytree(experiment, saved, ignore=lambda d, names: [
+        n for n in names if (Path(d) / n).is_dir()])  # fmt: skip
+    return snapshot_checkpoints(saved)[0]
+
+
 def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     sweep_args, write_space, tmp_path
 ):
@@ -155,10 +164,9 @@ def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     )
     saved = tmp_path / "saved-snapshot"
     try:
-        wait_for(driver, lambda: snapshot_checkpoints(experiment)[0] == "checkpoint_000000",
-                 "a snapshot naming the first checkpoint")  # fmt: skip
-        shutil.copytree(experiment, saved, ignore=lambda d, names: [
-            n for n in names if (Path(d) / n).is_dir()])  # fmt: skip
+        # Copied until the copy parses and names it: Ray may be rewriting the file.
+        wait_for(driver, lambda: save_snapshot(experiment, saved) == "checkpoint_000000",
+                 "a saved snapshot naming the first checkpoint")  # fmt: skip
         hold.write_text("2")  # trial 1 goes on, and holds after its third (last) epoch
         wait_for(driver, lambda: snapshot_checkpoints(experiment)[0] == "checkpoint_000002",
                  "a snapshot naming the third checkpoint")  # fmt: skip
