@@ -4,6 +4,7 @@ like a checkout, device timing and memory, and the one-line error they stop with
 from __future__ import annotations
 
 import gc
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from torch import nn
 from transformers import Kosmos2Config, Kosmos2Model
 
 from trainables.mobile_vla.backbone import save_backbone
+from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
+from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
+from trainables.mobile_vla.demo_data import write_demo_episodes
 from trainables.mobile_vla.modeling_mobile_vla import MobileVLAPolicy
 from trainables.mobile_vla.tokenizer import train_instruction_tokenizer
 from trainables.mobile_vla.windows import Windows
@@ -92,7 +96,7 @@ def model_flops(policy: MobileVLAPolicy, text_tokens: int) -> list[TowerFlops]:
 
 
 # ---------------------------------------------------------------------------------------
-# results
+# device timing and memory
 
 
 def synchronize(device: torch.device) -> None:
@@ -112,7 +116,7 @@ def peak_memory(device: torch.device) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------
-# plain: the minimal loop
+# data and model set-up
 
 
 def subset_windows(windows: Windows, count: int, seed: int) -> Windows:
@@ -151,3 +155,30 @@ def write_random_kosmos2(
     save_backbone(kosmos, tokenizer, directory)
     del kosmos
     release_memory(device)
+
+
+def demo_data_and_model(
+    root: Path, episodes: int, model: str, kosmos: Kosmos2Config | None, device: torch.device
+) -> tuple[MobileVLAData, str, Path]:
+    """(data, model, data dir): `episodes` demo episodes written under `root` and loaded at
+    the model's image size (no validation split, decode cache under `root`), and the model
+    to load: `model` itself, or with `kosmos` a random Kosmos-2 of that config written
+    under `root` (see write_random_kosmos2)."""
+    data_dir = root / "episodes"
+    write_demo_episodes(data_dir, episodes)
+    if kosmos is not None:
+        size = kosmos.vision_config.image_size
+        image_size = (size, size)
+    else:
+        image_size = ModelConfig(model=model).image_size()
+    data = load_dataset(
+        DataConfig(data_dir=str(data_dir), image_size=image_size, val_ratio=0.0,
+                   cache_dir=str(root / "cache")),
+        progress=False,
+    )  # fmt: skip
+    if kosmos is not None:
+        started = time.perf_counter()
+        model = str(root / "kosmos2-random")
+        write_random_kosmos2(Path(model), data.instructions, kosmos, device)
+        print(f"wrote a random Kosmos-2 in {time.perf_counter() - started:.0f} s", flush=True)
+    return data, model, data_dir

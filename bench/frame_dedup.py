@@ -39,12 +39,19 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from common import (
+    BenchError,
+    demo_data_and_model,
+    model_flops,
+    peak_memory,
+    release_memory,
+    synchronize,
+)
 from transformers import Kosmos2Config
 
 from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
-from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
-from trainables.mobile_vla.demo_data import write_demo_episodes
+from trainables.mobile_vla.dataset import MobileVLAData
 from trainables.mobile_vla.frame_batches import (
     FrameBatches,
     grouped_order,
@@ -54,9 +61,6 @@ from trainables.mobile_vla.frame_batches import (
 from trainables.mobile_vla.image_features import FeatureStore, load_or_compute, weights_key
 from trainables.mobile_vla.modeling_mobile_vla import build_policy
 from trainables.training import TrainConfig, Trainer, plan_batches
-
-sys.path.insert(0, str(Path(__file__).parent))
-from common import model_flops, write_random_kosmos2  # noqa: E402
 
 METHODS = ("per-window", "dedup", "cached")
 
@@ -98,9 +102,9 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
+            synchronize(self.device)
+            release_memory(self.device)  # resets the peak
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
             return self
         self.process, self.stop = psutil.Process(), threading.Event()
         self.base = self.top = self.process.memory_info().rss
@@ -115,19 +119,19 @@ class PeakMemory:
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            top = torch.cuda.max_memory_allocated()
+            synchronize(self.device)
+            growth = peak_memory(self.device) - self.base
         else:
             self.stop.set()
             self.thread.join()
-            top = max(self.top, self.process.memory_info().rss)
-        self.peak_mb = max(self.peak_mb, (top - self.base) / 2**20)
+            growth = (max(self.top, self.process.memory_info().rss) - self.base) / 2**20
+        self.peak_mb = max(self.peak_mb, growth)
 
 
 def training_steps(data: MobileVLAData, batch: int, steps: int) -> list[np.ndarray]:
     order = grouped_order(data.train.episode, seed=0, epoch=0)
     if len(order) < batch * steps:
-        raise SystemExit(f"need {batch * steps} windows, the data has {len(order)}: --episodes")
+        raise BenchError(f"need {batch * steps} windows, the data has {len(order)}: --episodes")
     return [order[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
@@ -154,26 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     precision = "bf16" if device.type == "cuda" else "fp32"
     with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
         root = Path(tmp)
-        write_demo_episodes(root / "episodes", args.episodes)
-        model = args.model
-        if model in ("widths", "real"):
-            config = kosmos_config(args)
-            size = config.vision_config.image_size
-            cache = str(root / "cache")
-            data = load_dataset(
-                DataConfig(str(root / "episodes"), image_size=(size, size), val_ratio=0.0,
-                           cache_dir=cache),
-                progress=False,
-            )  # fmt: skip
-            model = str(root / "kosmos2")
-            write_random_kosmos2(Path(model), data.instructions, config, device)
-        cfg = ModelConfig(model=model)
-        data = load_dataset(
-            DataConfig(str(root / "episodes"), image_size=cfg.image_size(), val_ratio=0.0,
-                       cache_dir=str(root / "cache")),
-            progress=False,
-        )  # fmt: skip
-        run(args, cfg, data, device, precision, FeatureStore(root / "features"))
+        kosmos = kosmos_config(args) if args.model in ("widths", "real") else None
+        data, model, _ = demo_data_and_model(root, args.episodes, args.model, kosmos, device)
+        run(
+            args, ModelConfig(model=model), data, device, precision, FeatureStore(root / "features")
+        )
 
 
 def run(args, cfg: ModelConfig, data: MobileVLAData, device, precision: str, store) -> None:
@@ -216,13 +205,11 @@ def run(args, cfg: ModelConfig, data: MobileVLAData, device, precision: str, sto
         order = METHODS[i % 3 :] + METHODS[: i % 3]
         for method in order:
             with memory[method]:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 begin = time.perf_counter()
                 batches = micro(method, step)
                 trainer.step(batches, policy_loss(policy), lambda b: b["count"])
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 seconds[method].append(time.perf_counter() - begin)
             rows[method] += sum(b["rows"] for b in batches)
             print(f"step {i + 1} {method:>10}: {seconds[method][-1]:.2f} s", flush=True)
@@ -263,4 +250,7 @@ def report(args, towers, data, seconds, rows, memory, rel, feature_seconds) -> N
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BenchError as exc:
+        sys.exit(f"bench/frame_dedup.py: error: {exc}")

@@ -38,18 +38,15 @@ import dataclasses
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import FLOPS_FORMULA, BenchError, release_memory, subset_windows, write_random_kosmos2
+from common import FLOPS_FORMULA, BenchError, demo_data_and_model, release_memory, subset_windows
 from rounds import METHODS, RoundResult, round_run_mode, round_step_mode
 from transformers import Kosmos2Config
 
-from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
-from trainables.mobile_vla.dataset import DataConfig, MobileVLAData, load_dataset
-from trainables.mobile_vla.demo_data import write_demo_episodes
+from trainables.mobile_vla.dataset import MobileVLAData
 
 REAL = "real"
 TINY = "tiny"
@@ -150,29 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="bench-trainable-") as tmp:
         root = Path(tmp)
-        data_dir = root / "episodes"
-        write_demo_episodes(data_dir, args.episodes)
-        kosmos_config = Kosmos2Config() if args.model == REAL else None
-        if kosmos_config is not None:
-            size = kosmos_config.vision_config.image_size
-            image_size = (size, size)
-        else:
-            image_size = ModelConfig(model=args.model).image_size()
-        data = load_dataset(
-            DataConfig(
-                data_dir=str(data_dir),
-                image_size=image_size,
-                val_ratio=0.0,
-                cache_dir=str(root / "cache"),
-            ),
-            progress=False,
-        )
-        model = args.model
-        if kosmos_config is not None:
-            started = time.perf_counter()
-            model = str(root / "kosmos2-random")
-            write_random_kosmos2(Path(model), data.instructions, kosmos_config, device)
-            print(f"wrote a random Kosmos2Config() model in {time.perf_counter() - started:.0f} s")
+        kosmos = Kosmos2Config() if args.model == REAL else None
+        data, model, data_dir = demo_data_and_model(root, args.episodes, args.model, kosmos, device)
         count = args.steps_per_epoch * args.batch_size
         data = dataclasses.replace(data, train=subset_windows(data.train, count, args.seed))
         config = trial_config(args, data_dir, model)

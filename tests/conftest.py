@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
+from tests.services import isolated_env
 from trainables.mobile_vla.dataset import DataConfig, load_dataset
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
@@ -18,16 +19,12 @@ def ray_tmpdir(tmp_path_factory) -> str:
 
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path, ray_tmpdir, monkeypatch):
-    """HF, torch, MLflow, Ray (home files too) and our decode cache write under tmp_path."""
+    """HF, torch, matplotlib, MLflow, Ray (home files too) and our decode cache write under
+    tmp_path."""
     cache = tmp_path / "cache"
-    monkeypatch.setenv("HOME", ray_tmpdir)  # Ray's ~/.ray/auth_token: one per process
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("VLA_TUNE_CACHE", str(cache / "vla-tune"))
-    monkeypatch.setenv("HF_HOME", str(cache / "huggingface"))
-    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmpdir)
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # HOME: Ray's ~/.ray/auth_token, one per process.
+    for name, value in isolated_env(ray_tmpdir, cache, ray_tmpdir).items():
+        monkeypatch.setenv(name, value)
     return cache
 
 
@@ -44,6 +41,30 @@ def demo_data(demo_dir, tmp_path_factory):
     cache = tmp_path_factory.mktemp("decode_cache")
     cfg = DataConfig(data_dir=str(demo_dir), image_size=(56, 56), cache_dir=str(cache))
     return load_dataset(cfg, progress=False)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, demo_dir):
+    """A freshly built tiny policy saved the trainable's way (head made non-trivial), with
+    its trial_config.json: what a trial's checkpoint holds but the optimizer state."""
+    import json
+
+    import torch
+
+    from trainables.mobile_vla.checkpoint import save_trainable
+    from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
+    from trainables.mobile_vla.dataset import inspect_all, list_episodes
+    from trainables.mobile_vla.modeling_mobile_vla import build_policy
+
+    flat = {"data_dir": str(demo_dir)}
+    _, instructions, _ = inspect_all(list_episodes(demo_dir, "episode_*.h5"), DataConfig(**flat))
+    torch.manual_seed(0)
+    model, _ = build_policy(ModelConfig(), instructions)
+    with torch.no_grad():
+        model.action_token.normal_()
+    save_trainable(model, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "trial_config.json").write_text(json.dumps(flat))
+    return tmp_path / "ckpt"
 
 
 @pytest.fixture

@@ -16,6 +16,46 @@ from pathlib import Path
 import pytest
 
 
+def isolated_env(home: Path | str, cache: Path, ray_tmpdir: Path | str) -> dict[str, str]:
+    """The variables that keep a process's home-directory and cache writes (HF, torch,
+    matplotlib, MLflow, Ray, our decode cache) under the given folders, the HF hub offline.
+    `ray_tmpdir` must be short: Ray's unix sockets allow 107 characters."""
+    cache = Path(cache)
+    return {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(cache),
+        "VLA_TUNE_CACHE": str(cache / "vla-tune"),
+        "HF_HOME": str(cache / "huggingface"),
+        "TORCH_HOME": str(cache / "torch"),
+        "MPLCONFIGDIR": str(cache / "mpl"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "RAY_TMPDIR": str(ray_tmpdir),
+    }
+
+
+def cli(module: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m module args` with its output captured as text; `kwargs` go to
+    subprocess.run (env, cwd, timeout)."""
+    command = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, **kwargs)
+
+
+def sweep_runs(uri: str):
+    """(client, parent runs, trial runs) of the sweeps tracked at MLflow `uri` (none yet
+    when the experiment does not exist)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("vla-tune")
+    if experiment is None:
+        return client, [], []
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    parents = [r for r in runs if r.data.tags.get("vla_tune.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("vla_tune.role") == "trial"]
+    return client, parents, children
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop the process group we started (start_new_session=True): politely, then for sure
     (a loaded machine can take its time to shut gunicorn's workers down)."""

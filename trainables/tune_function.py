@@ -11,12 +11,15 @@ environment of the node's `ray start`), the trial waits after each report, its c
 already persisted, until that file exists. A file holding a number N releases only the
 first N reports of each trial run (counted from its start or restore) and holds the next;
 "N NAME" does so in the Ray experiment NAME only (a sweep's confirmation is `confirm`).
+A trial that starts waiting creates `<hold file>.waiting` first (best effort), so a test
+can tell that a trial is held rather than not yet at its report.
 A test can so keep a trial on a node it is about to kill, keep a node's CPU busy, or
 stop a trial of one phase at a chosen epoch, without depending on timing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -40,14 +43,20 @@ def held(reports: int, path: str, experiment: str) -> bool:
 
 
 def hold_after_report(reports: int, poll_s: float = 0.2) -> None:
-    """Wait while $VLA_TUNE_HOLD_FILE holds the trial (see `held`); at once if unset."""
+    """Wait while $VLA_TUNE_HOLD_FILE holds the trial (see `held`); at once if unset.
+    Creates `<hold file>.waiting` before the first wait."""
     path = os.environ.get(HOLD_FILE_ENV)
     if not path:
         return
     from ray import tune
 
     experiment = tune.get_context().get_experiment_name()
+    waiting = False
     while held(reports, path, experiment):
+        if not waiting:
+            waiting = True
+            with contextlib.suppress(OSError):  # a marker for tests, never a trial's failure
+                open(f"{path}.waiting", "a").close()
         time.sleep(poll_s)
 
 

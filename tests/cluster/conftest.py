@@ -128,15 +128,7 @@ def run_cluster(base: Path, root: Path):
         **os.environ,
         # The job's `python` and Ray's own processes: this interpreter, activated or not.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "HOME": str(home),
-        "XDG_CACHE_HOME": str(cache),
-        "VLA_TUNE_CACHE": str(cache / "vla-tune"),
-        "HF_HOME": str(cache / "huggingface"),
-        "TORCH_HOME": str(cache / "torch"),
-        "MPLCONFIGDIR": str(cache / "mpl"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAY_TMPDIR": str(temp_dir),
+        **services.isolated_env(home, cache, temp_dir),
         "RAY_AUTH_MODE": "token",
         # Ray's macOS/Windows mode keeps a node's servers on 127.0.0.1 (see start_ray).
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

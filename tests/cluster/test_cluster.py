@@ -4,14 +4,13 @@ trials on both nodes, the worker node killed mid-sweep."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import psutil
-from mlflow.tracking import MlflowClient
+
+from tests.services import cli, sweep_runs
 
 REPO = Path(__file__).resolve().parents[2]
 # What `ray job submit` must not upload (README: "Run on a cluster").
@@ -38,28 +37,19 @@ def write_space(folder: Path) -> Path:
     return path
 
 
-def trial_runs(uri: str):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("vla-tune")
-    if experiment is None:
-        return client, []
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    return client, [r for r in runs if r.data.tags.get("vla_tune.role") == "trial"]
-
-
 def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, demo_dir, tmp_path):
     results = tmp_path / "results"
-    run = subprocess.run(
-        [sys.executable, "-m", "tuner.run", "--space", str(write_space(tmp_path)),
-         "--data-dir", str(demo_dir), "--storage-path", str(results), "--name", "refused",
-         "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--address", cluster.gcs],
-        env=cluster.env, cwd=REPO, capture_output=True, text=True, timeout=180,
+    run = cli(
+        "tuner.run", "--space", write_space(tmp_path), "--data-dir", demo_dir,
+        "--storage-path", results, "--name", "refused",
+        "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--address", cluster.gcs,
+        env=cluster.env, cwd=REPO, timeout=180,
     )  # fmt: skip
     assert run.returncode == 2, run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "2 nodes" in errors[0] and "--shared-storage" in errors[0]
     assert not (results / "refused").exists()  # nothing written, no MLflow run started
-    assert trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")[1] == []
+    assert sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")[2] == []
 
 
 def test_job_submit_sweep_survives_losing_the_worker_node(
@@ -92,7 +82,7 @@ def test_job_submit_sweep_survives_losing_the_worker_node(
         time.sleep(2)
     assert status == "succeeded", status + logs(cluster)
 
-    client, children = trial_runs(mlflow_server)
+    client, _, children = sweep_runs(mlflow_server)
     assert len(children) == 2
     assert {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["vla_tune.stopped"] for c in children} == {"completed"}

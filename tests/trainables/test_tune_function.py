@@ -82,7 +82,10 @@ def test_a_trial_holds_after_each_report_until_the_hold_file_exists(release_file
             )
 
     results = tmp_path / "results"
-    releaser = threading.Thread(target=release_after_first_checkpoint, args=(results, release_file))
+    at_wait: dict = {}
+    releaser = threading.Thread(
+        target=release_once_waiting, args=(release_file, seen, results, at_wait)
+    )
     releaser.start()
     tuner = tune.Tuner(
         tune.with_resources(tune_function(two_epochs), {"cpu": 1}),
@@ -91,9 +94,11 @@ def test_a_trial_holds_after_each_report_until_the_hold_file_exists(release_file
     )
     grid = tuner.fit()
     releaser.join(timeout=200)
+    # The trial said it was waiting after report 1, with that report's checkpoint on
+    # storage and before its train function went on past the report.
+    assert at_wait == {"waiting": True, "seen": [], "checkpoints": ["checkpoint_000000"]}
     assert not grid.errors and grid[0].metrics["epoch"] == 2
-    # Both reports returned only once the test had seen the first checkpoint on storage
-    # and written the file; without the hold the trial runs on at once.
+    # Both reports returned only once the test had written the file.
     assert {f.name: f.read_text() for f in seen.iterdir()} == {
         "after_report_1": "True",
         "after_report_2": "True",
@@ -102,12 +107,19 @@ def test_a_trial_holds_after_each_report_until_the_hold_file_exists(release_file
     assert checkpoints == ["checkpoint_000000", "checkpoint_000001"]
 
 
-def release_after_first_checkpoint(results: Path, release: Path, timeout: float = 180) -> None:
-    """Write `release` once the trial's first checkpoint is on storage (or at the failure
-    timeout, so that a broken hold fails the test instead of hanging it)."""
+def release_once_waiting(
+    release: Path, seen: Path, results: Path, at_wait: dict, timeout: float = 180
+) -> None:
+    """Once the trial has created `<release>.waiting`, record what it has done so far in
+    `at_wait`, then write `release` (at the failure timeout too, so that a broken hold
+    fails the test instead of hanging it)."""
+    waiting = Path(f"{release}.waiting")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not any(results.glob("hold/*/checkpoint_000000")):
+    while time.monotonic() < deadline and not waiting.exists():
         time.sleep(0.2)
+    at_wait["waiting"] = waiting.exists()
+    at_wait["seen"] = sorted(p.name for p in seen.iterdir())
+    at_wait["checkpoints"] = sorted(p.name for p in results.glob("hold/*/checkpoint_*"))
     release.touch()
 
 

@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 
+from tuner.run import main
+
 SMALL_GRID = """
 description: test grid
 trainable: mobile_vla
@@ -23,6 +25,16 @@ scheduler:
   grace_period: 1
   reduction_factor: 2
 """
+
+
+def run_main(capsys, argv):
+    """`tuner.run.main(argv)` in this process: (exit code, its one error line)."""
+    code = main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    # Decoding progress may come first; the error is the one line that follows it.
+    errors = [line for line in lines if not line.startswith("decoding episodes")]
+    assert len(errors) == 1, lines
+    return code, errors[0]
 
 
 @pytest.fixture

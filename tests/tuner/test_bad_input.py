@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.services import free_port
-from tests.tuner.conftest import SMALL_GRID
+from tests.services import cli, free_port
+from tests.tuner.conftest import SMALL_GRID, run_main
 from tuner.run import main
-
-
-def run_main(capsys, argv):
-    code = main(argv)
-    lines = capsys.readouterr().err.strip().splitlines()
-    # Decoding progress may come first; the error is the one line that follows it.
-    errors = [line for line in lines if not line.startswith("decoding episodes")]
-    assert len(errors) == 1, lines
-    return code, errors[0]
 
 
 def test_unknown_space(capsys, sweep_args):
@@ -94,11 +82,7 @@ def test_unreachable_mlflow_server(capsys, sweep_args, write_space):
 
 
 def test_bad_input_from_the_real_cli_has_no_traceback(sweep_args, write_space):
-    run = subprocess.run(
-        [sys.executable, "-m", "tuner.run", *sweep_args(write_space(SMALL_GRID), "--set", "x=1")],
-        capture_output=True,
-        text=True,
-    )
+    run = cli("tuner.run", *sweep_args(write_space(SMALL_GRID), "--set", "x=1"))
     assert run.returncode == 2
     assert run.stderr.strip() == "error: --set x: not a config key of 'mobile_vla'"
 

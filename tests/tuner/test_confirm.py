@@ -12,9 +12,8 @@ import sys
 
 import pytest
 
-from tests.services import kill_group, start_group, wait_for
+from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import SMALL_GRID
-from tests.tuner.test_sweep import sweep_runs, tuner_cli
 from trainables.tune_function import HOLD_FILE_ENV
 from tuner.confirm import CONFIRM_DIR
 
@@ -29,7 +28,7 @@ def by_phase(children):
 
 def test_top_configurations_get_more_seeds_and_a_verdict(sweep_args, write_space, tmp_path):
     space = write_space(SMALL_GRID.replace("max_epochs: 2", "max_epochs: 1"))
-    run = tuner_cli(sweep_args(space, "--name", "confirmed", *CONFIRM))
+    run = cli("tuner.run", *sweep_args(space, "--name", "confirmed", *CONFIRM))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "confirm    top 2 x 2 seeds (2 more runs after the search)" in run.stdout
     assert "confirmed (val_loss" in run.stdout and "\nverdict: " in run.stdout
@@ -92,8 +91,8 @@ def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, 
         with contextlib.suppress(ProcessLookupError):  # ctrl-c: the group may be gone
             kill_group(driver)
 
-    resumed = tuner_cli(
-        ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]
+    resumed = cli(
+        "tuner.run", "--resume", "--name", "killed", "--storage-path", tmp_path / "results"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client, parents, children = sweep_runs(uri)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.services import cli, isolated_env
 from tests.tuner.conftest import SMALL_GRID
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
@@ -23,26 +22,11 @@ GRID = SMALL_GRID.replace("weight_decay: [0.0, 0.1]", "weight_decay: [0.0]").rep
 )
 
 
-def cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env
-    )
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, demo_dir, ray_tmpdir):
     """A finished sweep: (storage path, MLflow URI, its stdout)."""
     root = tmp_path_factory.mktemp("sweep")
-    cache = root / "cache"
-    env = {
-        **os.environ,
-        "HOME": ray_tmpdir,
-        "XDG_CACHE_HOME": str(cache),
-        "VLA_TUNE_CACHE": str(cache / "vla-tune"),
-        "HF_HOME": str(cache / "huggingface"),
-        "HF_HUB_OFFLINE": "1",
-        "RAY_TMPDIR": ray_tmpdir,
-    }
+    env = {**os.environ, **isolated_env(ray_tmpdir, root / "cache", ray_tmpdir)}
     env.pop("RAY_ADDRESS", None)
     (root / "space.yaml").write_text(GRID)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -115,7 +99,10 @@ def test_evaluate_the_sweep_writes_plots_summary_and_mlflow_artifacts(sweep, dem
     plots = sorted(e["episode"].replace(".h5", ".png") for e in episodes)
     assert sorted(p.name for p in out.glob("*.png")) == sorted([*plots, "confusion.png"])
     assert all((out / p).stat().st_size > 10_000 for p in plots)
-    assert sum(summary["confusion"]["counts"], []) and summary["overall"]["frames"] == 36
+    # Every evaluated frame lands in one cell of the confusion matrix.
+    frames = summary["overall"]["frames"]
+    assert frames == sum(e["frames"] for e in episodes) == 36
+    assert sum(sum(row) for row in summary["confusion"]["counts"]) == frames
     assert "overall" in run.stdout and "mae_linear_x" in run.stdout
 
     # The numbers: the same checkpoint, loaded the user's way, frame by frame on raw files.

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
+import torch
 
+from tests.services import cli
+from trainables.mobile_vla.checkpoint import ADAPTER_DIR, CONFIG_FILE, HEAD_FILE
+from trainables.mobile_vla.inference import Policy
+from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.storage import Storage
 from tuner.summary import BEST_FILE
 
@@ -32,33 +36,30 @@ def write_sweep(root, checkpoint, model: str = "tiny", data_dir: str = "/data/ep
 
 
 def export(root, out) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner.export", "--storage-path", str(root), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    return cli("tuner.export", "--storage-path", root, "--out", out)
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
-    folder = tmp_path / "results" / "sweep" / "trial" / "checkpoint_000001"
-    (folder / "adapter").mkdir(parents=True)
-    (folder / "adapter" / "adapter_config.json").write_text("{}")
-    (folder / "head.safetensors").write_bytes(b"x")
-    (folder / "training_state.pt").write_bytes(b"x")
-    return folder
+def checkpoint(tiny_checkpoint):
+    """A trial's checkpoint: the tiny policy, and the optimizer state only resuming needs."""
+    torch.save({"epoch": 1}, tiny_checkpoint / STATE_FILE)
+    return tiny_checkpoint
 
 
 def test_exports_a_local_checkpoint(tmp_path, checkpoint, demo_dir):
     write_sweep(tmp_path / "results", checkpoint, data_dir=demo_dir)
     run = export(tmp_path / "results", tmp_path / "out")
     assert run.returncode == 0, run.stderr
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["learning_rate"] == 1e-3
-    # backbone/: the tiny model's random weights and tokenizer, rebuilt from the episodes.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "adapter", "backbone", "config.json", "head.safetensors", "trial_config.json"
-    ]  # fmt: skip
-    assert (tmp_path / "out" / "backbone" / "tokenizer.json").is_file()
+    out = tmp_path / "out"
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 1e-3
+    # backbone/: the tiny model's random weights and tokenizer, rebuilt from the episodes;
+    # the checkpoint's files but its optimizer state.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [ADAPTER_DIR, "backbone", "config.json", CONFIG_FILE, HEAD_FILE, TRIAL_CONFIG_FILE]
+    )
+    assert (out / "backbone" / "tokenizer.json").is_file()
+    exported, trained = Policy.from_export(out), Policy.from_checkpoint(checkpoint)
+    assert torch.equal(exported.model.action_token, trained.model.action_token)
 
 
 def test_tiny_model_without_its_episodes_is_one_error_line_and_writes_nothing(tmp_path, checkpoint):
@@ -94,10 +95,9 @@ def test_missing_model_folder_is_one_error_line_and_writes_nothing(tmp_path, che
 
 def test_a_name_that_leaves_the_storage_root_is_refused(tmp_path, checkpoint, demo_dir):
     write_sweep(tmp_path / "results", checkpoint, data_dir=demo_dir)  # results/sweep
-    run = subprocess.run(
-        [sys.executable, "-m", "tuner.export", "--storage-path", str(tmp_path / "results" / "x"),
-         "--name", "../sweep", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True,
+    run = cli(
+        "tuner.export", "--storage-path", tmp_path / "results" / "x",
+        "--name", "../sweep", "--out", tmp_path / "out",
     )  # fmt: skip
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.startswith("error: --name '../sweep': expected one folder name")

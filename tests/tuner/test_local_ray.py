@@ -11,8 +11,7 @@ import psutil
 import pytest
 import ray
 
-from tests.tuner.conftest import SMALL_GRID
-from tests.tuner.test_bad_input import run_main
+from tests.tuner.conftest import SMALL_GRID, run_main
 from tuner import ray_start
 from tuner.checks import BadInput, trial_resources
 from tuner.ray_start import start_ray

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tuner.conftest import SMALL_GRID
+from tests.tuner.conftest import SMALL_GRID, run_main
 from tuner.checks import BadInput
 from tuner.prepare import SweepOptions, prepare
 from tuner.run import main, print_header
@@ -52,9 +52,10 @@ def test_pinning_every_sampled_key_is_refused(capsys, sweep_args, write_space):
         "trainable: mobile_vla\nmetric: val_loss\nsearch: random\n"
         "params: {learning_rate: {loguniform: [1.0e-5, 1.0e-3]}}\n"
     )
-    assert main(sweep_args(space, "--set", "learning_rate=1e-4")) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"error: --set pins every key {space} searches: nothing left to sample"
+    code, err = run_main(capsys, sweep_args(space, "--set", "learning_rate=1e-4"))
+    assert (
+        code == 2 and err == f"error: --set pins every key {space} searches: nothing left to sample"
+    )
 
 
 NO_EPOCHS = SMALL_GRID.replace("  max_epochs: 2\n", "")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.tuner.conftest import SMALL_GRID
-from tests.tuner.test_bad_input import run_main
+from tests.tuner.conftest import SMALL_GRID, run_main
 from trainables.config import ConfigError
+from trainables.mobile_vla.checkpoint import HEAD_FILE
+from trainables.mobile_vla.inference import Policy
 from trainables.mobile_vla.robovlms_config import split_batch, to_robovlms
 from trainables.mobile_vla.robovlms_import import check_final, from_robovlms, load_robovlms
 from tuner.export import main as export_main
@@ -182,10 +183,8 @@ def test_export_changes_only_what_the_sweep_chose(tmp_path):
     assert on_two["batch_size"] * on_two["trainer"]["accumulate_grad_batches"] * 2 == 64
 
 
-def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys, demo_dir):
-    checkpoint = tmp_path / "results" / "sweep" / "trial" / "checkpoint_000001"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "head.safetensors").write_bytes(b"x")
+def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys, demo_dir, tiny_checkpoint):
+    checkpoint = tiny_checkpoint
     storage = Storage(str(tmp_path / "results"), "sweep")
     raw = load_robovlms(CALVIN)
     storage.write_json(SWEEP_FILE, {"space": "s", "from_robovlms": str(CALVIN), "robovlms": raw})
@@ -200,6 +199,8 @@ def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys, demo_dir):
     assert export_main(["--storage-path", str(tmp_path / "results"), "--out", str(out)]) == 0
     exported = json.loads((out / "config.json").read_text())
     assert exported == {**raw, "weight_decay": 0.1}
+    assert (out / HEAD_FILE).is_file()
+    assert Policy.from_export(out).data.data_dir == str(demo_dir)
 
 
 def test_json_needs_dry_run(capsys, sweep_args, write_space):

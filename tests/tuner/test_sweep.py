@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tests import services
-from tests.services import kill_group, start_group, wait_for
+from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import SMALL_GRID
 from trainables.tune_function import HOLD_FILE_ENV
 
@@ -33,23 +31,11 @@ scheduler: fifo
 """
 
 
-def tuner_cli(args, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "tuner.run", *args], capture_output=True, text=True, **kwargs
-    )
-
-
-def sweep_runs(uri: str):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("vla-tune")
-    runs = client.search_runs([experiment.experiment_id], max_results=500)
-    parents = [r for r in runs if r.data.tags.get("vla_tune.role") == "parent"]
-    children = [r for r in runs if r.data.tags.get("vla_tune.role") == "trial"]
-    return client, parents, children
-
-
 def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
-    run = tuner_cli(sweep_args(write_space(SMALL_GRID), "--name", "small", "--cpus-per-trial", "1"))
+    run = cli(
+        "tuner.run",
+        *sweep_args(write_space(SMALL_GRID), "--name", "small", "--cpus-per-trial", "1"),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client, parents, children = sweep_runs(uri)
@@ -102,11 +88,9 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert best_json["mlflow_run_id"] == best[0].info.run_id
     assert best_json["value"] == pytest.approx(min(c.data.metrics["val_loss"] for c in children))
 
-    exported = subprocess.run(
-        [sys.executable, "-m", "tuner.export", "--storage-path", str(tmp_path / "results"),
-         "--out", str(tmp_path / "export")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    exported = cli(
+        "tuner.export", "--storage-path", tmp_path / "results", "--out", tmp_path / "export"
+    )
     assert exported.returncode == 0, exported.stderr
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config["train_setup"]["lora_enable"] is True
@@ -123,7 +107,7 @@ def mlflow_server(tmp_path):
 def test_optuna_sweep_logs_to_a_remote_mlflow_server(sweep_args, write_space, mlflow_server):
     args = sweep_args(write_space(OPTUNA), "--name", "tpe")
     args[args.index("--mlflow-uri") + 1] = mlflow_server
-    run = tuner_cli(args)
+    run = cli("tuner.run", *args)
     assert run.returncode == 0, run.stderr[-3000:]
     client, parents, children = sweep_runs(mlflow_server)
     assert len(parents) == 1 and len(children) == 3
@@ -152,6 +136,15 @@ def snapshot_checkpoints(experiment: Path) -> list[str | None]:
     return names
 
 
+def save_snapshot(experiment: Path, saved: Path) -> str | None:
+    """Copy the experiment folder's files (Ray's snapshot) to `saved`, replacing an earlier
+    copy; the checkpoint the copy names for the first trial."""
+    shutil.rmtree(saved, ignore_errors=True)
+    shutil.copytree(experiment, saved, ignore=lambda d, names: [
+        n for n in names if (Path(d) / n).is_dir()])  # fmt: skip
+    return snapshot_checkpoints(saved)[0]
+
+
 def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     sweep_args, write_space, tmp_path
 ):
@@ -171,10 +164,9 @@ def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     )
     saved = tmp_path / "saved-snapshot"
     try:
-        wait_for(driver, lambda: snapshot_checkpoints(experiment)[0] == "checkpoint_000000",
-                 "a snapshot naming the first checkpoint")  # fmt: skip
-        shutil.copytree(experiment, saved, ignore=lambda d, names: [
-            n for n in names if (Path(d) / n).is_dir()])  # fmt: skip
+        # Copied until the copy parses and names it: Ray may be rewriting the file.
+        wait_for(driver, lambda: save_snapshot(experiment, saved) == "checkpoint_000000",
+                 "a saved snapshot naming the first checkpoint")  # fmt: skip
         hold.write_text("2")  # trial 1 goes on, and holds after its third (last) epoch
         wait_for(driver, lambda: snapshot_checkpoints(experiment)[0] == "checkpoint_000002",
                  "a snapshot naming the third checkpoint")  # fmt: skip
@@ -184,8 +176,8 @@ def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
         shutil.copy2(file, experiment / file.name)
     assert snapshot_checkpoints(experiment) == ["checkpoint_000000"]  # trial 2: not yet
 
-    resumed = tuner_cli(
-        ["--resume", "--name", "killed", "--storage-path", str(tmp_path / "results")]
+    resumed = cli(
+        "tuner.run", "--resume", "--name", "killed", "--storage-path", tmp_path / "results"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "image features: " in resumed.stdout and ", reused" in resumed.stdout
@@ -219,9 +211,9 @@ scheduler: fifo
 
 def robot_code_sweep(space: str, name: str, write_space, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = tuner_cli(
-        ["--space", str(write_space(space)), "--storage-path", str(tmp_path / "results"),
-         "--mlflow-uri", uri, "--name", name]
+    run = cli(
+        "tuner.run", "--space", write_space(space), "--storage-path", tmp_path / "results",
+        "--mlflow-uri", uri, "--name", name,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return run, uri

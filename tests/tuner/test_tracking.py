@@ -1,4 +1,5 @@
-"""The MLflow callback against a real SQLite store, driven with real Ray Tune trials."""
+"""The MLflow callback against a real SQLite store, driven by hand with Ray Tune `Trial`
+objects (stub trials: nothing runs) and the results a trainable reports."""
 
 from __future__ import annotations
 

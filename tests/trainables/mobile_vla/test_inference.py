@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from trainables.mobile_vla.checkpoint import save_trainable
-from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
-from trainables.mobile_vla.dataset import DataConfig, inspect_all, list_episodes
 from trainables.mobile_vla.episode_format import resize_rgb
 from trainables.mobile_vla.inference import ExportError, Policy
-from trainables.mobile_vla.modeling_mobile_vla import build_policy
 from trainables.mobile_vla.tokenizer import encode_instructions
-
-
-@pytest.fixture
-def checkpoint(tmp_path, demo_dir):
-    """A freshly built tiny policy saved the trainable's way (head made non-trivial)."""
-    flat = {"data_dir": str(demo_dir)}
-    _, instructions, _ = inspect_all(list_episodes(demo_dir, "episode_*.h5"), DataConfig(**flat))
-    torch.manual_seed(0)
-    model, _ = build_policy(ModelConfig(), instructions)
-    with torch.no_grad():
-        model.action_token.normal_()
-    save_trainable(model, tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "trial_config.json").write_text(json.dumps(flat))
-    return tmp_path / "ckpt"
 
 
 def episode(demo_dir):
@@ -38,8 +18,8 @@ def episode(demo_dir):
         return f["images"][()], f["language_instruction"][0].decode()
 
 
-def test_predict_matches_the_policy_forward_and_takes_bgr_or_rgb(checkpoint, demo_dir):
-    policy = Policy.from_checkpoint(checkpoint)
+def test_predict_matches_the_policy_forward_and_takes_bgr_or_rgb(tiny_checkpoint, demo_dir):
+    policy = Policy.from_checkpoint(tiny_checkpoint)
     bgr, instruction = episode(demo_dir)
     window = bgr[2:10]
     chunk = policy.predict(window, instruction, color="bgr")
@@ -55,8 +35,8 @@ def test_predict_matches_the_policy_forward_and_takes_bgr_or_rgb(checkpoint, dem
     np.testing.assert_allclose(chunk, reference, atol=1e-5)
 
 
-def test_predict_episode_is_predict_at_every_frame(checkpoint, demo_dir):
-    policy = Policy.from_checkpoint(checkpoint)
+def test_predict_episode_is_predict_at_every_frame(tiny_checkpoint, demo_dir):
+    policy = Policy.from_checkpoint(tiny_checkpoint)
     bgr, instruction = episode(demo_dir)
     chunks = policy.predict_episode(bgr, instruction, color="bgr")
     for t in (0, 3, 7, 12, len(bgr) - 1):
@@ -64,8 +44,8 @@ def test_predict_episode_is_predict_at_every_frame(checkpoint, demo_dir):
         np.testing.assert_allclose(chunks[t], one, atol=1e-5)
 
 
-def test_bad_frames_and_folders_are_refused(checkpoint, demo_dir, tmp_path):
-    policy = Policy.from_checkpoint(checkpoint)
+def test_bad_frames_and_folders_are_refused(tiny_checkpoint, demo_dir, tmp_path):
+    policy = Policy.from_checkpoint(tiny_checkpoint)
     bgr, instruction = episode(demo_dir)
     with pytest.raises(ValueError, match="expected 1 to 8 frames, got 9"):
         policy.predict(bgr[:9], instruction)

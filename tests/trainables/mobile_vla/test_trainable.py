@@ -245,15 +245,6 @@ def test_standalone_cli_prints_a_line_per_epoch_and_resumes(demo_dir, tmp_path):
     )
 
 
-def test_cli_line_shows_a_slow_models_rate_with_significant_digits():
-    from trainables.mobile_vla.__main__ import format_metrics
-
-    metrics = {"epoch": 1, "train_loss": 0.5, "lr": 1e-4, "samples_per_s": 0.04237}
-    assert format_metrics(metrics, 3).endswith("  0.0424 samples/s")
-    assert format_metrics({**metrics, "samples_per_s": 7.891}, 3).endswith("  7.89 samples/s")
-    assert format_metrics({**metrics, "samples_per_s": 1234.6}, 3).endswith("  1235 samples/s")
-
-
 def test_validation_reports_the_loss_of_each_episode(demo_dir, demo_data):
     metrics = untrained_metrics(demo_dir, demo_data)
     val = demo_data.val

@@ -288,11 +288,3 @@ def test_cli_as_a_module_exits_2_without_a_traceback(tmp_path):
     )
     assert run.returncode == 2, run.stderr
     assert run.stderr == "error: lora_r: expected an integer >= 1, got 0\n"
-
-
-def test_cli_line_shows_a_slow_models_rate_with_significant_digits():
-    from trainables.robot_code.__main__ import format_metrics
-
-    metrics = {"epoch": 1, "train_loss": 0.5, "lr": 1e-4, "samples_per_s": 0.3149}
-    assert format_metrics(metrics, 3).endswith("  0.315 samples/s")
-    assert format_metrics({**metrics, "samples_per_s": 56.78}, 3).endswith("  56.8 samples/s")
