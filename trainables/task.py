@@ -78,7 +78,6 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
-    call.__module__ = module  # names the trial function after the task (tune_function)
     return call
 
 

@@ -97,7 +97,6 @@ def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
             data = trial_class.load_dataset(cfg.data)
         return run_epochs(trial_class(cfg, data), config, report, checkpoint_dir)
 
-    train.__module__ = trial_class.__module__  # names the Ray trial after the task
     train.__doc__ = f"Run one {trial_class.__name__} to max_epochs (or on from a checkpoint)."
     return train
 

@@ -60,7 +60,9 @@ def hold_after_report(reports: int, poll_s: float = 0.2) -> None:
         time.sleep(poll_s)
 
 
-def tune_function(train_fn: TrainFn) -> Callable[..., None]:
+def tune_function(train_fn: TrainFn, task: str) -> Callable[..., None]:
+    """`train_fn` as a Tune function trainable, named `<task>_trial` in Ray."""
+
     def trial(config: dict[str, Any], data: Any = None) -> None:
         from ray import tune
 
@@ -79,5 +81,5 @@ def tune_function(train_fn: TrainFn) -> Callable[..., None]:
         with checkpoint.as_directory() as directory:
             train_fn(config, report, data=data, checkpoint_dir=directory)
 
-    trial.__name__ = f"{train_fn.__module__.rsplit('.', 2)[-2]}_trial"
+    trial.__name__ = f"{task}_trial"
     return trial

@@ -24,7 +24,7 @@ def make_trainable(prep: Prepared, data: Any, cpu: float, gpu: float) -> Any:
 
     return tune.with_resources(
         tune.with_parameters(
-            tune_function(prep.task.train), data=data if prep.share_data else None
+            tune_function(prep.task.train, prep.task.name), data=data if prep.share_data else None
         ),
         {"cpu": cpu, "gpu": gpu},
     )

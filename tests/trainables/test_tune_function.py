@@ -25,7 +25,9 @@ def test_trial_reports_checkpoints_and_retries_from_them(local_ray, demo_dir, de
 
         return train(config, crashing_report, data=data, checkpoint_dir=checkpoint_dir)
 
-    trainable = tune.with_parameters(tune_function(crash_once_after_first_epoch), data=demo_data)
+    trainable = tune.with_parameters(
+        tune_function(crash_once_after_first_epoch, "mobile_vla"), data=demo_data
+    )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={
@@ -88,7 +90,7 @@ def test_a_trial_holds_after_each_report_until_the_hold_file_exists(release_file
     )
     releaser.start()
     tuner = tune.Tuner(
-        tune.with_resources(tune_function(two_epochs), {"cpu": 1}),
+        tune.with_resources(tune_function(two_epochs, "hold"), {"cpu": 1}),
         param_space={"out": str(tmp_path / "out"), "seen": str(seen), "release": str(release_file)},
         run_config=tune.RunConfig(name="hold", storage_path=str(results), verbose=0),
     )

@@ -12,11 +12,13 @@ from tests.services import cli
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, CONFIG_FILE, HEAD_FILE
 from trainables.mobile_vla.inference import Policy
 from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
-from tuner.storage import Storage
-from tuner.summary import BEST_FILE
+from tuner.storage import BEST_FILE, Storage
 
 
-def write_sweep(root, checkpoint, model: str = "tiny", data_dir: str = "/data/episodes") -> None:
+def write_sweep(
+    root, checkpoint, model: str = "tiny", data_dir: str = "/data/episodes",
+    trainable: str = "mobile_vla",
+) -> None:  # fmt: skip
     """A finished sweep's best.json, as tuner.summary writes it."""
     Storage(str(root), "sweep").write_json(
         BEST_FILE,
@@ -30,7 +32,7 @@ def write_sweep(root, checkpoint, model: str = "tiny", data_dir: str = "/data/ep
             "config": {"model": model, "data_dir": str(data_dir), "learning_rate": 1e-3},
             "checkpoint": str(checkpoint),
             "space": "lora_tpe",
-            "trainable": "mobile_vla",
+            "trainable": trainable,
         },
     )
 
@@ -101,4 +103,15 @@ def test_a_name_that_leaves_the_storage_root_is_refused(tmp_path, checkpoint, de
     )  # fmt: skip
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.startswith("error: --name '../sweep': expected one folder name")
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_of_a_task_without_a_backbone_is_refused(tmp_path):
+    checkpoint = tmp_path / "results" / "sweep" / "trial" / "checkpoint_000000"
+    checkpoint.mkdir(parents=True)
+    write_sweep(tmp_path / "results", checkpoint, trainable="robot_code")
+    run = cli("tuner.export", "--storage-path", tmp_path / "results", "--out", tmp_path / "out",
+              "--merge")  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr == "error: --merge: trainable robot_code has no backbone to merge\n"
     assert not (tmp_path / "out").exists()
