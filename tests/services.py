@@ -67,14 +67,14 @@ def stop_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def start_group(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`command` in a process group of its own, output discarded (stop it with kill_group)."""
+def start_group(
+    command: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    """`command` in a process group of its own (stop it with kill_group); its output goes
+    to `log`, else nowhere."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
     return subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
+        command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
 
 

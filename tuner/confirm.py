@@ -122,6 +122,9 @@ def run_phase(
     )
     phase = confirm_phase(prep, storage, saved["points"])
     results = fit(prep, trainable, storage, phase, tracking, resume)
+    unfinished = report.unfinished(results)
+    if unfinished:  # interrupted: no verdict from half-trained runs until --resume
+        return Confirmed([], {}, "", 0, unfinished)
     return collect(prep, picked, search_results, results)
 
 
@@ -148,7 +151,7 @@ def collect(prep: Any, picked: list[TrialRow], search_results: Any, results: Any
         runs[name].episodes.append(episode_losses(result.metrics or {}, metric))
     ranked = verdict.ranked(list(runs.values()), prep.space.mode)
     line = verdict.verdict(ranked, metric, prep.space.mode)
-    return Confirmed(ranked, rows, line, failed, report.unfinished(results))
+    return Confirmed(ranked, rows, line, failed, unfinished=0)
 
 
 def table(confirmed: Confirmed, metric: str, mode: str) -> str:

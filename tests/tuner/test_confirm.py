@@ -77,13 +77,14 @@ def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, 
             client.get_metric_history(c.info.run_id, "val_loss") for c in by_phase(children)[1]
         )
 
-    driver = start_group(command, env={**os.environ, HOLD_FILE_ENV: str(hold)})
+    log = tmp_path / "driver.log"
+    driver = start_group(command, env={**os.environ, HOLD_FILE_ENV: str(hold)}, log=log)
     try:
         wait_for(driver, a_confirmation_run_holds, "a confirmation run after its first epoch")
         if how == "ctrl-c":
             driver.send_signal(signal.SIGINT)
             # An interrupted confirmation names no winner: the sweep is unfinished.
-            assert driver.wait(timeout=300) == 130
+            assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
             _, parents, _ = sweep_runs(uri)
             assert parents[0].info.status == "KILLED"
             assert "vla_tune.verdict" not in parents[0].data.tags
