@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import ray
 
 from tests.services import isolated_env
 from trainables.mobile_vla.dataset import DataConfig, load_dataset
@@ -75,4 +74,6 @@ def local_ray(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     start_ray(None)
     yield
+    import ray  # here, not at the top: `pytest -m gpu` runs where Ray is not installed
+
     ray.shutdown()

@@ -1,0 +1,324 @@
+"""The GPU path, measured on one card: full-size Kosmos-2 trials and a 7B Robot-LoRA step.
+
+    PYTHONPATH=. python3 bench/gpu.py                 # on a CUDA box, at most ~8 minutes
+    PYTHONPATH=. python3 bench/gpu.py --quick         # the same, smaller, ~3 minutes
+    python bench/gpu.py --quick --device cpu          # small sizes, so it keeps working
+
+Needs only torch, transformers, peft, h5py, numpy, pyyaml and pillow (no ray, mlflow,
+optuna or psutil): a CUDA image with nothing else installed runs it as it is.
+
+Mobile VLA: the default Kosmos2Config (the real 1.6B shape, random weights made on the
+device and loaded back through the checkout path) on demo episodes written in the
+collector's format (18 frames at 720x1280, BGR, gzip), window 8, the default LoRA:
+  - samples/s, peak memory and MFU of the per-window, shared-frame and cached-feature
+    paths, in bf16 and fp16 (FLOPs of one step counted with torch's FlopCounterMode, over
+    the card's dense bf16 peak, looked up from its name or --peak-tflops);
+  - gradient checkpointing off and on (cached path, one micro-batch of the whole batch);
+  - the largest micro-batch (windows of whole episodes) that fits a 24 GB and a 16 GB card,
+    with checkpointing off and on (the allocator capped at that size less what the
+    process holds outside it);
+  - a real trial (the trainable's own `train`, two epochs): its own samples_per_s beside
+    the step rate above, and the micro-batch it chose;
+  - 1, 2 and 4 trial processes sharing the card (each capped at its share), summed
+    samples/s over the same wall-clock seconds;
+  - the latency of Policy.predict on one 8-frame window, loaded from the trial's checkpoint.
+Robot-LoRA: a Llama of CodeLlama-7B's shape, LoRA r=32 alpha=64 on attention, bf16, 4 x 256
+tokens: peak memory and tokens/s, checkpointing off and on.
+
+A part that fails prints one line and the rest still run. The table is printed at the end
+and written to --out as JSON; the last line is `key=value` pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import write_random_kosmos2
+from gpu_common import card_peak, release
+from gpu_kosmos import Loaded, checkpointing_rates, largest_fit, path_rates
+from gpu_llama import CODELLAMA_7B, SMALL, llama_rates
+from transformers import Kosmos2Config
+
+from trainables.mobile_vla.dataset import DataConfig, load_dataset
+from trainables.mobile_vla.demo_data import write_demo_episodes
+
+HERE = Path(__file__).resolve().parent
+SMALL_KOSMOS = dict(
+    text_config=dict(embed_dim=64, layers=2, ffn_dim=256, attention_heads=4),
+    vision_config=dict(
+        hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        image_size=56, patch_size=14,
+    ),
+    latent_query_num=8,
+)  # fmt: skip
+
+
+@dataclass
+class Sizes:
+    episodes: int
+    height: int
+    width: int
+    batch: int  # windows per optimizer step
+    micro_frames: int  # backbone frames per micro-batch in the path comparison
+    steps: int  # timed steps per measurement
+    fit_limit: int  # the largest micro-batch (windows) the fit search tries
+    shares: tuple[int, ...]  # trial processes sharing the card
+    share_seconds: float
+    llama: dict
+
+
+def sizes_for(quick: bool, device: torch.device) -> Sizes:
+    if device.type == "cpu":
+        return Sizes(4, 72, 128, 4, 32, 2, 0, (), 0, SMALL)
+    if quick:
+        return Sizes(8, 720, 1280, 32, 256, 3, 128, (1, 2), 8.0, CODELLAMA_7B)
+    return Sizes(16, 720, 1280, 32, 256, 5, 256, (1, 2, 4), 20.0, CODELLAMA_7B)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--quick", action="store_true", help="smaller: about 3 minutes on a GPU")
+    p.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (TFLOP/s)")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--only", help="comma-separated parts to run (default: all)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available here (use --quick --device cpu)")
+    if args.device == "cpu" and not args.quick:
+        p.error("--device cpu runs the small sizes only: add --quick")
+    return args
+
+
+class Results:
+    """Each part's results (or its error) as it finishes; printed and saved at the end."""
+
+    def __init__(self, out: str | None, only: set[str] | None):
+        self.data: dict = {}
+        self.out, self.only = out, only
+
+    def run(self, name: str, part: Callable[[], object], needed: bool = False) -> object:
+        if self.only and name not in self.only and not needed:
+            return None
+        started = time.perf_counter()
+        print(f"-- {name}", flush=True)
+        try:
+            value = part()
+            self.data[name] = value
+        except Exception as exc:  # a bench part's failure is a result too
+            line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            self.data[name] = {"error": line}
+            print(f"   failed: {line}", flush=True)
+            traceback.print_exc(limit=-3)
+            value = None
+            if needed:
+                raise SystemExit(f"bench/gpu.py: {name} failed; nothing else can run") from exc
+        print(f"   {name}: {time.perf_counter() - started:.0f} s", flush=True)
+        self.save()
+        return value
+
+    def save(self) -> None:
+        if self.out:
+            Path(self.out).write_text(json.dumps(self.data, indent=2, default=str))
+
+
+def write_inputs(root: Path, sizes: Sizes, kosmos: Kosmos2Config, device: torch.device):
+    """Collector-format episodes, their decoded frames (the trials' cache), a random
+    Kosmos-2 saved as a checkout. Returns (data, model dir, data dir, cache dir)."""
+    data_dir, cache = root / "episodes", root / "cache"
+    write_demo_episodes(data_dir, sizes.episodes, seed=0, height=sizes.height, width=sizes.width)
+    size = kosmos.vision_config.image_size
+    data_cfg = DataConfig(data_dir=str(data_dir), image_size=(size, size), cache_dir=str(cache))
+    data = load_dataset(data_cfg, progress=False)
+    model_dir = root / "kosmos2-random"
+    write_random_kosmos2(model_dir, data.instructions, kosmos, device)
+    return data, str(model_dir), str(data_dir), str(cache)
+
+
+def trial_config(model: str, data_dir: str, cache: str, sizes: Sizes, device, **over) -> dict:
+    return {
+        "model": model,
+        "data_dir": data_dir,
+        "cache_dir": cache,
+        "batch_size": sizes.batch,
+        "precision": "bf16" if device.type == "cuda" else "fp32",
+        "device": device.type,
+        "max_epochs": 2,
+        **over,
+    }
+
+
+def run_trial(flat: dict, root: Path) -> dict:
+    """The trainable's own `train`, two epochs: its reports and its last checkpoint."""
+    from trainables.mobile_vla.trainable import train
+
+    reports, keep = [], root / "trial-checkpoint"
+
+    def report(metrics: dict, checkpoint_dir: str) -> None:
+        reports.append({k: v for k, v in metrics.items() if k != "val_loss_per_episode"})
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, keep)
+
+    derived = train(flat, report)
+    last = reports[-1]
+    return {
+        "samples_per_s": last["samples_per_s"],
+        "peak_mem_mb": last["peak_mem_mb"],
+        "train_loss": [r["train_loss"] for r in reports],
+        "derived": {k: v for k, v in derived.items() if isinstance(v, (int, float, str))},
+        "checkpoint": str(keep),
+    }
+
+
+def predict_latency(checkpoint: str, device: torch.device, window: int, size: tuple) -> dict:
+    """Policy.predict on one window of collector-size BGR frames (resize included)."""
+    from trainables.mobile_vla.inference import Policy
+
+    policy = Policy.from_checkpoint(checkpoint, device=str(device))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (window, *size, 3), dtype=np.uint8)
+    instruction = "go to the red box"
+    for _ in range(3):
+        policy.predict(frames, instruction, color="bgr")
+    seconds = []
+    for _ in range(20):
+        began = time.perf_counter()
+        policy.predict(frames, instruction, color="bgr")
+        seconds.append(time.perf_counter() - began)
+    del policy
+    release(device)
+    return {"median_ms": 1000 * float(np.median(seconds)), "frames": window}
+
+
+def share_card(flat: dict, counts: tuple[int, ...], seconds: float, root: Path) -> dict:
+    """N trial processes at once, each capped at 1/N of the card; summed samples/s."""
+    results = {}
+    for n in counts:
+        folder = root / f"share{n}"
+        folder.mkdir()
+        start = folder / "start"
+        procs = []
+        for i in range(n):
+            config = folder / f"config{i}.json"
+            config.write_text(json.dumps({**flat, "gpu_share": 1.0 / n, "seed": i}))
+            ready, out = folder / f"ready{i}", folder / f"out{i}.json"
+            command = [sys.executable, str(HERE / "gpu_share.py"), "--config", str(config),
+                       "--ready", str(ready), "--start", str(start), "--seconds", str(seconds),
+                       "--out", str(out)]  # fmt: skip
+            procs.append(subprocess.Popen(command))
+        deadline = time.time() + 300
+        while not all((folder / f"ready{i}").exists() for i in range(n)):
+            if any(p.poll() not in (None, 0) for p in procs) or time.time() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"{n} sharing processes: one failed or none got ready")
+            time.sleep(0.05)
+        start.touch()
+        for p in procs:
+            p.wait(timeout=seconds + 120)
+        outs = [json.loads((folder / f"out{i}.json").read_text()) for i in range(n)]
+        results[n] = {
+            "summed_samples_per_s": sum(o["samples_per_s"] for o in outs),
+            "each": [round(o["samples_per_s"], 2) for o in outs],
+            "peak_mb_each": [round(o["peak_mb"]) for o in outs],
+        }
+        print(f"   {n} processes: {results[n]}", flush=True)
+    return results
+
+
+def policy_parts(
+    results: Results, model: str, data, device: torch.device, cache: Path, sizes: Sizes
+) -> None:
+    """The parts that share one loaded policy (freed when this returns)."""
+    run = results.run("load", lambda: Loaded.load(model, data, device, cache), needed=True)
+    for precision in ("bf16", "fp16") if device.type == "cuda" else ("fp32",):
+        results.run(
+            f"paths_{precision}",
+            lambda p=precision: [
+                asdict(r) for r in path_rates(run, p, sizes.batch, sizes.micro_frames, sizes.steps)
+            ],
+        )
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    results.run(
+        "checkpointing",
+        lambda: {
+            str(on): asdict(result)
+            for on, result in checkpointing_rates(run, sizes.batch, sizes.steps, precision).items()
+        },
+    )
+    if device.type == "cuda":
+        results.run(
+            "fits",
+            lambda: [
+                asdict(largest_fit(run, gb, gc, sizes.fit_limit))
+                for gb in (24, 16)
+                for gc in (False, True)
+            ],
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    sizes = sizes_for(args.quick, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = card_peak(name, args.peak_tflops) if device.type == "cuda" else None
+    kosmos = Kosmos2Config(**SMALL_KOSMOS) if device.type == "cpu" else Kosmos2Config()
+    only = set(args.only.split(",")) if args.only else None
+    results = Results(args.out, only)
+    results.data["card"] = {"name": name, "peak_tflops": peak, "torch": torch.__version__,
+                            "sizes": asdict(sizes)}  # fmt: skip
+    used = f"{peak:g} TFLOP/s" if peak else "unknown (pass --peak-tflops)"
+    print(f"card {name}; dense bf16 peak used for MFU: {used}", flush=True)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
+        root = Path(tmp)
+        os.environ.setdefault("VLA_TUNE_CACHE", str(root / "vla-cache"))
+        data, model, data_dir, cache = results.run(
+            "inputs", lambda: write_inputs(root, sizes, kosmos, device), needed=True
+        )
+        results.data["inputs"] = {"frames": len(data.images), "train_windows": len(data.train)}
+        policy_parts(results, model, data, device, Path(cache), sizes)
+        release(device)
+        flat = trial_config(model, data_dir, cache, sizes, device)
+        trial = results.run("trial", lambda: run_trial(flat, root))
+        if trial:
+            window, size = data.train.frames.shape[1], (sizes.height, sizes.width)
+            results.run(
+                "predict", lambda: predict_latency(trial["checkpoint"], device, window, size)
+            )
+        if sizes.shares:
+            shares, seconds = sizes.shares, sizes.share_seconds
+            results.run("sharing", lambda: share_card(flat, shares, seconds, root))
+        precision = "bf16" if device.type == "cuda" else "fp32"
+        tokens = 256 if device.type == "cuda" else 32
+        results.run(
+            "llama",
+            lambda: [
+                asdict(r)
+                for r in llama_rates(sizes.llama, device, precision, 4, tokens, sizes.steps)
+            ],
+        )
+    results.data["seconds"] = time.perf_counter() - began
+    results.save()
+    from gpu_report import print_report
+
+    print_report(results.data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""What bench/gpu.py's parts share: the card's peak, memory budgets, timed steps, FLOPs.
+
+Imports only torch (and the project's trainables): the GPU box has no ray, mlflow,
+optuna or psutil.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense bf16 peaks in TFLOP/s, by a word of the card's name (datasheets; the sparse
+# figures NVIDIA also prints are twice these). The first word found wins.
+PEAK_TFLOPS = (
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A6000", 155.0),
+    ("A5000", 111.0),
+    ("A10", 125.0),
+    ("L4", 121.0),
+    ("4090", 165.0),
+)
+GIB = 2**30
+GB = 10**9
+
+
+def card_peak(name: str, override: float | None) -> float | None:
+    """The dense bf16 peak used for MFU: --peak-tflops, else looked up by name."""
+    if override:
+        return override
+    for word, tflops in PEAK_TFLOPS:
+        if word in name:
+            return tflops
+    return None
+
+
+def release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def outside_allocator_bytes(device: torch.device) -> int:
+    """What the process holds on the card besides PyTorch's allocator (CUDA context,
+    cuBLAS workspaces): measured, so a budget of "a 24 GB card" subtracts it."""
+    free, total = torch.cuda.mem_get_info(device)
+    return max(0, total - free - torch.cuda.memory_reserved(device))
+
+
+@contextmanager
+def memory_budget(device: torch.device, budget_bytes: float):
+    """Cap this process's allocator at `budget_bytes` of the card (less what lives outside
+    the allocator), as a card of that size would; the whole card again afterwards."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    usable = budget_bytes - outside_allocator_bytes(device)
+    torch.cuda.set_per_process_memory_fraction(max(0.0, min(1.0, usable / total)), device)
+    try:
+        yield usable
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        release(device)
+
+
+@dataclass
+class Timing:
+    """Step times and the peak memory of a set of timed steps."""
+
+    seconds: list[float] = field(default_factory=list)
+    peak_mb: float | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def timed_steps(
+    device: torch.device, steps: Sequence[Callable[[], None]], warmup: int = 1
+) -> Timing:
+    """Run `warmup` untimed steps, then time each of the rest (synchronized)."""
+    for step in steps[:warmup]:
+        step()
+    release(device)
+    timing = Timing()
+    for step in steps[warmup:]:
+        sync(device)
+        begin = time.perf_counter()
+        step()
+        sync(device)
+        timing.seconds.append(time.perf_counter() - begin)
+    timing.peak_mb = peak_mb(device)
+    return timing
+
+
+def counted_flops(step: Callable[[], None]) -> float:
+    """The FLOPs of one call, as torch counts them (matmuls, convolutions, attention;
+    forward and what the backward actually runs: no weight gradients of frozen layers)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def oom_free(run: Callable[[], None], device: torch.device) -> bool:
+    """Whether `run` completes without running out of device memory."""
+    try:
+        run()
+        ok = True
+    except torch.cuda.OutOfMemoryError:
+        ok = False
+    # outside the except block: its traceback no longer holds the failed try's tensors
+    release(device)
+    return ok

@@ -1,0 +1,117 @@
+"""bench/gpu.py's table and its last `key=value` line, from the results it saved.
+
+python bench/gpu_report.py results.json      # print a saved run again
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1024:.1f} GiB"
+
+
+def _get(data: dict, *keys: Any) -> Any:
+    for key in keys:
+        if not isinstance(data, (dict, list)):
+            return None
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def print_report(data: dict[str, Any]) -> None:
+    card = data.get("card", {})
+    peak = card.get("peak_tflops")
+    print(f"\n## {card.get('name')} (torch {card.get('torch')}); MFU over "
+          f"{f'{peak:g} TFLOP/s dense bf16' if peak else 'no known peak'}")  # fmt: skip
+    summary: dict[str, float] = {}
+    rates: dict[tuple[str, str], float] = {}
+    rows = [r for key in ("paths_bf16", "paths_fp16", "paths_fp32") for r in data.get(key) or []
+            if isinstance(r, dict) and "method" in r]  # fmt: skip
+    if rows:
+        print("\n| path | precision | samples/s | frames/window | peak memory | TFLOP/step | MFU |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        tflops = r["tflops_per_step"] / r["step_s"]
+        mfu = f"{100 * tflops / peak:.1f}%" if peak else "-"
+        rates[(r["method"], r["precision"])] = r["samples_per_s"]
+        print(f"| {r['method']} | {r['precision']} | {r['samples_per_s']:.1f} | "
+              f"{r['frames_per_window']:.2f} | {_mb(r['peak_mb'])} | "
+              f"{r['tflops_per_step']:.2f} | {mfu} |")  # fmt: skip
+        if peak and r["method"] == "cached" and r["precision"] == "bf16":
+            summary["mfu_cached_bf16"] = tflops / peak
+    if ("cached", "fp16") in rates and ("cached", "bf16") in rates:
+        summary["fp16_over_bf16"] = rates[("cached", "fp16")] / rates[("cached", "bf16")]
+    if ("shared-frame", "bf16") in rates:
+        summary["shared_over_per_window"] = (
+            rates[("shared-frame", "bf16")] / rates[("per-window", "bf16")]
+        )
+
+    ckpt = data.get("checkpointing")
+    if isinstance(ckpt, dict) and "False" in ckpt:
+        off, on = ckpt["False"], ckpt["True"]
+        print(f"\ngradient checkpointing (cached path, one micro-batch of the whole batch): "
+              f"off {off['samples_per_s']:.1f} samples/s, {_mb(off['peak_mb'])}; "
+              f"on {on['samples_per_s']:.1f} samples/s, {_mb(on['peak_mb'])}")  # fmt: skip
+        summary["checkpointing_speed"] = on["samples_per_s"] / off["samples_per_s"]
+        if off["peak_mb"] and on["peak_mb"]:
+            summary["checkpointing_memory"] = on["peak_mb"] / off["peak_mb"]
+
+    fits = [f for f in data.get("fits") or [] if isinstance(f, dict) and "windows" in f]
+    if fits:
+        print("\n| card | checkpointing | largest micro-batch (windows) | its frames |")
+        print("| --- | --- | --- | --- |")
+    for f in fits:
+        more = "+" if f["windows"] == f["tried_up_to"] else ""
+        print(f"| {f['budget_gb']:g} GB | {'on' if f['checkpointing'] else 'off'} | "
+              f"{f['windows']}{more} | {f['frames']} |")  # fmt: skip
+        key = f"fit{f['budget_gb']:g}gb{'_gc' if f['checkpointing'] else ''}_windows"
+        summary[key] = f["windows"]
+
+    trial = data.get("trial")
+    if isinstance(trial, dict) and "samples_per_s" in trial:
+        print(f"\ntrial (the trainable's own train, epoch 2): {trial['samples_per_s']:.1f} "
+              f"samples/s, peak {_mb(trial['peak_mem_mb'])}, chose {trial['derived']}")  # fmt: skip
+        step = rates.get(("cached", "bf16")) or rates.get(("cached", "fp32"))
+        if step:
+            summary["trial_over_step"] = trial["samples_per_s"] / step
+    latency = _get(data, "predict", "median_ms")
+    if latency is not None:
+        print(f"Policy.predict, one {data['predict']['frames']}-frame window: {latency:.1f} ms")
+        summary["predict_ms"] = latency
+
+    sharing = data.get("sharing")
+    if isinstance(sharing, dict) and "error" not in sharing:
+        print("\n| trials on the card | summed samples/s | each | peak memory each |")
+        print("| --- | --- | --- | --- |")
+        for n, s in sharing.items():
+            print(f"| {n} | {s['summed_samples_per_s']:.1f} | {s['each']} | "
+                  f"{[f'{m / 1024:.1f}' for m in s['peak_mb_each']]} GiB |")  # fmt: skip
+        one = _get(sharing, "1", "summed_samples_per_s") or _get(sharing, 1, "summed_samples_per_s")
+        for n, s in sharing.items():
+            if one and str(n) != "1":
+                summary[f"share{n}_over_1"] = s["summed_samples_per_s"] / one
+
+    llama = [r for r in data.get("llama") or [] if isinstance(r, dict)]
+    for r in llama:
+        print(f"Llama {r['params_b']:.2f}B shape, LoRA r=32, checkpointing "
+              f"{'on' if r['checkpointing'] else 'off'}: peak {_mb(r['peak_mb'])}, "
+              f"{r['tokens_per_s']:.0f} tokens/s")  # fmt: skip
+        if r["peak_mb"]:
+            summary[f"llama_peak_gib{'_gc' if r['checkpointing'] else ''}"] = r["peak_mb"] / 1024
+
+    failed = [k for k, v in data.items() if isinstance(v, dict) and "error" in v]
+    if failed:
+        print(f"\nfailed parts: {', '.join(failed)}")
+    print(f"\nwhole run: {data.get('seconds', 0):.0f} s")
+    print(" ".join(f"{k}={v:.3g}" for k, v in summary.items()) or "no_results=1")
+
+
+if __name__ == "__main__":
+    print_report(json.loads(open(sys.argv[1]).read()))
