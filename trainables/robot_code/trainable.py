@@ -24,6 +24,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from trainables.config import ConfigError
+from trainables.gradient_checkpointing import checkpointed_layers
 from trainables.robot_code.dataset import RobotCodeData, load_dataset
 from trainables.robot_code.evaluation import (
     decode_and_score,
@@ -163,6 +164,7 @@ def describe(plan: BatchPlan, trainer: Trainer, model: PeftModel, prepared: Prep
         "trainable_params": counts["trainable"],
         "lora_params": counts["lora"],
         "total_params": counts["total"],
+        "checkpointed_layers": checkpointed_layers(model),
         "train_records": len(prepared.train),
         "val_records": len(prepared.val),
         "eval_samples": len(prepared.subset_ids),
