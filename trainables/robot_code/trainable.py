@@ -74,7 +74,10 @@ def causal_lm_loss(model: PeftModel) -> Callable:
     """Sum of token cross-entropies over response tokens, and their count (fp32)."""
 
     def loss_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # No KV cache: one full pass, never extended (and none is kept under checkpointing).
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
         labels = batch["labels"][:, 1:]
         loss = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(),
