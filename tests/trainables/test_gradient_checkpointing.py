@@ -159,9 +159,12 @@ def test_robot_code_gradients_equal_with_checkpointing(way):
     assert (plain["calls"], checkpointed["calls"]) == (2, 4)  # 2 micro-batches, + recompute
 
 
-def test_both_tasks_refuse_a_non_bool_naming_the_key():
+def test_both_tasks_default_to_off_and_refuse_a_non_bool_naming_the_key():
     from trainables.mobile_vla.trial_config import parse_config as parse_vla_config
+    from trainables.task import get_task
 
+    for name in ("mobile_vla", "robot_code"):
+        assert get_task(name).defaults["gradient_checkpointing"] is False
     for parse in (parse_config, parse_vla_config):
         with pytest.raises(ConfigError, match="gradient_checkpointing: expected bool, got 1"):
             parse({"data_dir": "/data", "gradient_checkpointing": 1})
