@@ -1,4 +1,5 @@
-"""Stopping the services tests start, by the handle they were started with."""
+"""Stopping the services tests start, by the handle they were started with; the
+environments test subprocesses run in."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Only the tuner may use these: a GPU box that runs trials may have none of them installed.
+TUNER_ONLY = ("ray", "mlflow", "optuna", "psutil")
 
 
 def isolated_env(home: Path | str, cache: Path, ray_tmpdir: Path | str) -> dict[str, str]:
@@ -32,6 +37,17 @@ def isolated_env(home: Path | str, cache: Path, ray_tmpdir: Path | str) -> dict[
         "TRANSFORMERS_OFFLINE": "1",
         "RAY_TMPDIR": str(ray_tmpdir),
     }
+
+
+def without_packages(folder: Path, names: tuple[str, ...] = TUNER_ONLY) -> dict[str, str]:
+    """os.environ for a subprocess in which importing `names` fails as if they were not
+    installed: a sitecustomize.py in `folder` (first on PYTHONPATH, then this project) sets
+    `sys.modules[name] = None`, so `import` raises ModuleNotFoundError and
+    `importlib.util.find_spec` returns None (transformers' optional-import checks agree)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = "".join(f"sys.modules[{name!r}] = None\n" for name in names)
+    (folder / "sitecustomize.py").write_text(f"import sys\n\n{blocks}")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
 
 
 def cli(module: str, *args, **kwargs) -> subprocess.CompletedProcess:

@@ -30,12 +30,13 @@ def test_mobile_vla_config_maps_key_by_key():
         "seed": 123, "model": ".vlms/kosmos-2-patch14-224", "action_bound": 1.15,
         "train_vision": True, "freeze_backbone": False, "train_text_embedding": True,
         "lora_enable": False, "lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.05,
-        "head_hidden": 1024, "grad_clip": 1.0, "max_epochs": 10, "batch_size": 32,
+        "gradient_checkpointing": False, "head_hidden": 1024, "grad_clip": 1.0,
+        "max_epochs": 10, "batch_size": 32,
     }  # fmt: skip
     assert imported.ignored == [
         "robovlm_name", "model", "vlm", "train_dataset", "train_setup.predict_action",
-        "train_setup.freeze_resampler", "train_setup.gradient_checkpointing",
-        "act_head.down_sample", "trainer.accelerator", "trainer.strategy",
+        "train_setup.freeze_resampler", "act_head.down_sample", "trainer.accelerator",
+        "trainer.strategy",
     ]  # fmt: skip
 
 
@@ -201,6 +202,27 @@ def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys, demo_dir, tin
     assert exported == {**raw, "weight_decay": 0.1}
     assert (out / HEAD_FILE).is_file()
     assert Policy.from_export(out).data.data_dir == str(demo_dir)
+
+
+def test_gradient_checkpointing_comes_from_the_file_and_goes_back_to_it(
+    capsys, sweep_args, tmp_path, write_space
+):
+    raw = load_robovlms(MOBILE)
+    raw["train_setup"]["gradient_checkpointing"] = True
+    path = tmp_path / "checkpointed.json"
+    path.write_text(json.dumps(raw))
+    args = sweep_args(write_space(SMALL_GRID), "--from-robovlms", str(path), "--model", "tiny")
+    doc = dry_run_json(capsys, [*args, "--dry-run", "--json"])
+    assert [t["gradient_checkpointing"] for t in doc["trials"]] == [True] * 4
+    assert "train_setup.gradient_checkpointing" not in doc["ignored"]
+    # Exported: fresh (the trial's value, the default included), and onto the file.
+    assert to_robovlms({"data_dir": "/d"})["train_setup"]["gradient_checkpointing"] is False
+    fresh = to_robovlms({"data_dir": "/d", "gradient_checkpointing": True})
+    assert fresh["train_setup"]["gradient_checkpointing"] is True
+    original = load_robovlms(MOBILE)
+    flat = {**reference_flat(MOBILE), "gradient_checkpointing": True}
+    assert to_robovlms(flat, reference=original) == raw  # only that value changed
+    assert to_robovlms(reference_flat(path), reference=raw) == raw
 
 
 def test_json_needs_dry_run(capsys, sweep_args, write_space):

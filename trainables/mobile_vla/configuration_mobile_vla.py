@@ -41,6 +41,9 @@ class ModelConfig(ModelChoice):
     freeze_backbone: bool = True
     train_vision: bool = False
     train_text_embedding: bool = False
+    # Recompute the activations of the towers that run in backward (the text model; the
+    # vision tower when something in it trains): less memory, about one more forward.
+    gradient_checkpointing: bool = False
 
     # action head
     head_hidden: int | None = None  # LSTM width; None: the backbone's width, at most 1024
@@ -117,7 +120,13 @@ class ModelConfig(ModelChoice):
             raise ValueError(f"loss: {self.loss!r} not one of {list(LOSSES)}")
         if not self.huber_delta > 0:
             raise ValueError(f"huber_delta: must be > 0, got {self.huber_delta}")
-        for key in ("lora_enable", "freeze_backbone", "train_vision", "train_text_embedding"):
+        for key in (
+            "lora_enable",
+            "freeze_backbone",
+            "train_vision",
+            "train_text_embedding",
+            "gradient_checkpointing",
+        ):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}: expected true or false, got {getattr(self, key)!r}")
         for key in (

@@ -21,6 +21,7 @@ from peft import PeftModel, get_peft_model
 from torch import nn
 from transformers import Kosmos2Model, PreTrainedTokenizerBase
 
+from trainables.gradient_checkpointing import enable_gradient_checkpointing
 from trainables.mobile_vla.backbone import (
     is_lora_parameter,
     load_backbone,
@@ -91,6 +92,8 @@ class MobileVLAPolicy(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         configure_trainable(self)
+        if cfg.gradient_checkpointing:
+            checkpoint_towers(self)
 
     @property
     def kosmos(self) -> Kosmos2Model:
@@ -302,6 +305,17 @@ def configure_trainable(policy: MobileVLAPolicy) -> None:
     policy.head.requires_grad_(True)
     if not any(p.requires_grad for p in policy.parameters()):
         raise ValueError("nothing to train: every parameter is frozen")
+
+
+def checkpoint_towers(policy: MobileVLAPolicy) -> None:
+    """Recompute activations in backward in the towers that keep them: the text model
+    always (the action token's gradient runs through it), the vision tower only when
+    something in it trains. A frozen vision tower fed pixels keeps nothing for backward,
+    and with its features cached it does not run at all."""
+    kosmos = policy.kosmos
+    enable_gradient_checkpointing(kosmos.text_model)
+    if any(param.requires_grad for param in kosmos.vision_model.parameters()):
+        enable_gradient_checkpointing(kosmos.vision_model)
 
 
 IMAGE_SIDE = ("vision_model.", "image_to_text_projection.")

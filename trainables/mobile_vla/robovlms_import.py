@@ -37,6 +37,7 @@ DIRECT = {
     ("train_setup", "lora_r"): "lora_r",
     ("train_setup", "lora_alpha"): "lora_alpha",
     ("train_setup", "lora_dropout"): "lora_dropout",
+    ("train_setup", "gradient_checkpointing"): "gradient_checkpointing",
     ("act_head", "hidden_size"): "head_hidden",
     ("act_head", "num_layers"): "head_layers",
     ("trainer", "max_epochs"): "max_epochs",

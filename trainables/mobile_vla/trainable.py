@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.gradient_checkpointing import checkpointed_layers
 from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.checkpoint import load_trainable, save_trainable
@@ -137,6 +138,7 @@ def describe(
         "device": str(trainer.device),
         "trainable_params": counts["trainable"],
         "total_params": counts["total"],
+        "checkpointed_layers": checkpointed_layers(policy),
     }
 
 

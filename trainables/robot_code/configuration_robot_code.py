@@ -45,6 +45,9 @@ class ModelConfig(ModelChoice):
     # 0.85, val_loss ~0.06. A pretrained model already speaks its vocabulary: there they
     # stay frozen (a 7B model's would add ~260M parameters to the adapter).
     train_embeddings: bool | None = None
+    # Recompute the causal LM's layer activations in backward (Robot-LoRA's
+    # --gradient-checkpointing): less memory, about one more forward of compute.
+    gradient_checkpointing: bool = False
 
     # the tiny model (ignored for a pretrained one)
     tiny_hidden: int = 128
@@ -85,6 +88,9 @@ class ModelConfig(ModelChoice):
             raise ValueError(
                 f"train_embeddings: expected true, false or null, got {self.train_embeddings!r}"
             )
+        if not isinstance(self.gradient_checkpointing, bool):
+            value = self.gradient_checkpointing
+            raise ValueError(f"gradient_checkpointing: expected true or false, got {value!r}")
         for key in (
             "tiny_hidden",
             "tiny_layers",

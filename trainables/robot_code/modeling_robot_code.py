@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from trainables.adapters import load_adapter
+from trainables.gradient_checkpointing import enable_gradient_checkpointing
 from trainables.robot_code.configuration_robot_code import EMBEDDING_MODULES, ModelConfig
 from trainables.robot_code.tokenizer import train_code_tokenizer
 
@@ -152,7 +153,10 @@ def build_model(
     base, tokenizer = load_base(cfg, texts, dtype)
     if cfg.is_tiny and dtype != torch.float32:
         cast_matrices(base, dtype)
-    return add_lora(base, cfg), tokenizer
+    model = add_lora(base, cfg)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model.get_base_model())
+    return model, tokenizer
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

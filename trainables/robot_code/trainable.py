@@ -24,6 +24,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from trainables.config import ConfigError
+from trainables.gradient_checkpointing import checkpointed_layers
 from trainables.robot_code.dataset import RobotCodeData, load_dataset
 from trainables.robot_code.evaluation import (
     decode_and_score,
@@ -73,7 +74,10 @@ def causal_lm_loss(model: PeftModel) -> Callable:
     """Sum of token cross-entropies over response tokens, and their count (fp32)."""
 
     def loss_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # No KV cache: one full pass, never extended (and none is kept under checkpointing).
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
         labels = batch["labels"][:, 1:]
         loss = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(),
@@ -163,6 +167,7 @@ def describe(plan: BatchPlan, trainer: Trainer, model: PeftModel, prepared: Prep
         "trainable_params": counts["trainable"],
         "lora_params": counts["lora"],
         "total_params": counts["total"],
+        "checkpointed_layers": checkpointed_layers(model),
         "train_records": len(prepared.train),
         "val_records": len(prepared.val),
         "eval_samples": len(prepared.subset_ids),

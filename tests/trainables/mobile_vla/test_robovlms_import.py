@@ -17,3 +17,11 @@ def test_batch_size_times_accumulation_or_a_config_error():
     bad = {"batch_size": 4, "trainer": {"accumulate_grad_batches": 2.5}}
     with pytest.raises(ConfigError, match="trainer.accumulate_grad_batches: .* got 2.5"):
         from_robovlms(bad)
+
+
+def test_gradient_checkpointing_is_mapped_not_ignored():
+    imported = from_robovlms({"train_setup": {"gradient_checkpointing": True}})
+    assert imported.flat == {"gradient_checkpointing": True} and imported.ignored == []
+    assert from_robovlms({"train_setup": {"gradient_checkpointing": False}}).flat == {
+        "gradient_checkpointing": False
+    }
