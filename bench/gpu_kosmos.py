@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from gpu_common import GB, counted_flops, memory_budget, oom_free, release, timed_steps
 
+from trainables.gradient_checkpointing import disable_gradient_checkpointing
 from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import MobileVLAData
@@ -25,7 +26,11 @@ from trainables.mobile_vla.frame_batches import (
     split_by_frames,
 )
 from trainables.mobile_vla.image_features import FeatureStore, load_or_compute, weights_key
-from trainables.mobile_vla.modeling_mobile_vla import MobileVLAPolicy, build_policy
+from trainables.mobile_vla.modeling_mobile_vla import (
+    MobileVLAPolicy,
+    build_policy,
+    checkpoint_towers,
+)
 from trainables.training import TrainConfig, Trainer, plan_batches
 
 METHODS = ("per-window", "shared-frame", "cached")
@@ -68,12 +73,12 @@ class PathResult:
 
 
 def set_gradient_checkpointing(policy: MobileVLAPolicy, on: bool) -> None:
-    """Recompute the text tower's activations in backward (non-reentrant)."""
-    text = policy.kosmos.text_model
+    """The trial's own switch (`gradient_checkpointing: true`) on the loaded policy, and off."""
     if on:
-        text.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_towers(policy)
     else:
-        text.gradient_checkpointing_disable()
+        disable_gradient_checkpointing(policy.kosmos.text_model)
+        disable_gradient_checkpointing(policy.kosmos.vision_model)
 
 
 def loss_of(policy: MobileVLAPolicy):

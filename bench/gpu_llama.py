@@ -13,6 +13,10 @@ import torch
 from gpu_common import timed_steps
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from trainables.gradient_checkpointing import (
+    disable_gradient_checkpointing,
+    enable_gradient_checkpointing,
+)
 from trainables.robot_code.configuration_robot_code import ModelConfig
 from trainables.robot_code.modeling_robot_code import add_lora
 from trainables.robot_code.trainable import causal_lm_loss
@@ -78,11 +82,9 @@ def llama_rates(
     results = []
     for on in (False, True):
         if on:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            enable_gradient_checkpointing(model.get_base_model())
         else:
-            model.gradient_checkpointing_disable()
+            disable_gradient_checkpointing(model.get_base_model())
         step = [lambda: trainer.step([micro], loss_fn, lambda b: batch * (tokens - 1))]
         timing = timed_steps(device, step * (steps + 1))
         results.append(LlamaResult(on, timing.peak_mb, batch * tokens / timing.median, params))

@@ -25,6 +25,31 @@ def _get(data: dict, *keys: Any) -> Any:
     return data
 
 
+# The team's case for the estimate: 136 collector episodes of 18 frames, window 8 (11
+# windows each), 10% of the episodes held out; grid_robovlms' 36 trials, max_epochs 6,
+# ASHA grace 1, reduction factor 3 (rungs at epochs 1 and 3): 36 + 12 x 2 + 4 x 3 = 72
+# trial-epochs, plus the confirmation: the top 3 with 2 more seeds each, 6 epochs.
+TEAM_TRAIN_WINDOWS = 122 * 11
+GRID_TRIAL_EPOCHS = 36 * 1 + 12 * 2 + 4 * 3
+CONFIRM_TRIAL_EPOCHS = 3 * 2 * 6
+A5000_PEAK = 111.0
+
+
+def a5000_estimate(samples_per_s: float, peak: float) -> str:
+    """The grid's training time on one RTX A5000, from a trial's measured samples/s here
+    scaled by the two cards' dense bf16 peaks (the same MFU assumed): an estimate."""
+    a5000_rate = samples_per_s * A5000_PEAK / peak
+    epochs = GRID_TRIAL_EPOCHS + CONFIRM_TRIAL_EPOCHS
+    hours = epochs * TEAM_TRAIN_WINDOWS / a5000_rate / 3600
+    return (
+        f"estimate, not measured: grid_robovlms on 136 episodes ({TEAM_TRAIN_WINDOWS} training "
+        f"windows) on one RTX A5000 ({A5000_PEAK:g} TFLOP/s): {GRID_TRIAL_EPOCHS} trial-epochs "
+        f"under ASHA + {CONFIRM_TRIAL_EPOCHS} of confirmation at {a5000_rate:.1f} samples/s "
+        f"= {hours:.1f} h of training, one trial at a time (validation and start-up not "
+        "counted)"
+    )
+
+
 def print_report(data: dict[str, Any]) -> None:
     card = data.get("card", {})
     peak = card.get("peak_tflops")
@@ -81,6 +106,8 @@ def print_report(data: dict[str, Any]) -> None:
         step = rates.get(("cached", "bf16")) or rates.get(("cached", "fp32"))
         if step:
             summary["trial_over_step"] = trial["samples_per_s"] / step
+        if peak:
+            print(a5000_estimate(trial["samples_per_s"], peak))
     latency = _get(data, "predict", "median_ms")
     if latency is not None:
         print(f"Policy.predict, one {data['predict']['frames']}-frame window: {latency:.1f} ms")

@@ -28,6 +28,15 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=NON_REENTRANT)
 
 
+def disable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Keep activations again (a benchmark compares both ways on one loaded model)."""
+    disable = getattr(model, "activation_checkpointing_disable", None)
+    if disable is not None:
+        disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def checkpointed_layers(model: nn.Module) -> int:
     """How many layers of `model` recompute their activations in backward (0: none)."""
     return sum(

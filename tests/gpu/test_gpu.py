@@ -74,18 +74,18 @@ def test_trainable_weights_stay_fp32_masters_under_fp16(demo_data):
 
 
 def test_the_probe_takes_a_larger_micro_batch_on_a_larger_share(demo_dir, tmp_path):
-    """A backbone wide enough that one optimizer step's frames need ~2 GB: a share of the
-    card below that makes the probe halve, a larger one does not."""
+    """A backbone wide enough that one optimizer step's ~210 frames need ~4 GB: a 2 GiB
+    share of the card makes the probe halve, a 12 GiB one does not."""
     total = torch.cuda.get_device_properties(0).total_memory
     wide = {"tiny_hidden": 1024, "tiny_heads": 16, "tiny_latent_query_num": 64,
-            "tiny_image_size": 224, "tiny_layers": 2}  # fmt: skip
+            "tiny_image_size": 224, "tiny_layers": 4}  # fmt: skip
     chosen = {}
-    for gib in (1.0, 8.0):
+    for gib in (2.0, 12.0):
         flat = {"data_dir": str(demo_dir), "device": "cuda", "precision": "bf16",
                 "batch_size": 128, "max_epochs": 1, "cache_dir": str(tmp_path),
                 "gpu_share": gib * 2**30 / total, **wide}  # fmt: skip
         chosen[gib] = run_trial(flat)[-1]["derived"]["micro_batch_frames"]
-    assert chosen[8.0] > chosen[1.0] > 0
+    assert chosen[12.0] > chosen[2.0] > 0
 
 
 def test_checkpointing_gives_the_same_gradients_on_cuda(demo_data):
