@@ -151,14 +151,3 @@ def test_probe_halves_until_a_size_fits():
 def test_memory_share_changes_nothing_on_cpu():
     set_memory_share(CPU, 0.5)  # a no-op; CUDA's limit is tested on the GPU
     simulate_oom(10**9)  # the hook is off: nothing raised
-
-
-def test_trainer_makes_low_precision_trainables_fp32_master_weights():
-    model = TwoLinear()
-    model.a.to(torch.float16)
-    model.b.to(torch.bfloat16).requires_grad_(False)  # frozen: keeps its dtype
-    trainer = trainer_for(model)
-    assert {p.dtype for p in model.a.parameters()} == {torch.float32}
-    assert {p.dtype for p in model.b.parameters()} == {torch.bfloat16}
-    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
-    assert in_optimizer == {id(p) for p in model.a.parameters()}
