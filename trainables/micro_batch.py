@@ -13,10 +13,11 @@ import gc
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from trainables.training import TrainingError
+from trainables.training import Trainer, TrainingError
 
 # A test hook (like Ray's RAY_testing_* variables), never set in a real run: with it set
 # to N, a micro-batch forward of more than N rows raises CUDA's out-of-memory error on
@@ -78,6 +79,20 @@ def out_of_memory(what: str, message: str, device: torch.device) -> TrainingErro
     else:
         detail = message.strip().splitlines()[0] if message.strip() else "out of memory"
     return TrainingError(f"{what} does not fit in device memory ({detail}): {LOWER_MEMORY}")
+
+
+def try_micro_batch(trainer: Trainer, batch: Any, loss_fn: Callable) -> None:
+    """One try of the probe: forward and backward of a micro-batch, then forgotten (no
+    optimizer step, gradients dropped, every RNG as it was: the probe changes no result)."""
+    trainer.model.train()
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            with trainer.autocast():
+                batch_sum, _ = loss_fn(batch)
+            batch_sum.float().backward()
+    finally:
+        trainer.optimizer.zero_grad(set_to_none=True)
 
 
 def largest_fitting(

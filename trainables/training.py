@@ -315,19 +315,6 @@ class Trainer:
                 param.grad = old
         return batch_sum.detach().float()
 
-    def try_micro_batch(self, batch: Any, loss_fn: Callable) -> None:
-        """Forward and backward of one micro-batch, then forgotten (the memory probe):
-        no optimizer step, gradients dropped, every RNG as it was."""
-        self.model.train()
-        devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                with self.autocast():
-                    batch_sum, _ = loss_fn(batch)
-                batch_sum.float().backward()
-        finally:
-            self.optimizer.zero_grad(set_to_none=True)
-
     def _check_first_step(self, loss_sum: float) -> None:
         """A loss of exactly 0 or gradients that never arrive are bugs, not results."""
         if loss_sum == 0.0:

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.micro_batch import choice_line, largest_fitting, probe_wanted, simulate_oom
+from trainables.micro_batch import (
+    choice_line,
+    largest_fitting,
+    probe_wanted,
+    simulate_oom,
+    try_micro_batch,
+)
 from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.checkpoint import load_trainable, save_trainable
@@ -189,20 +195,17 @@ class MobileVLATrial(Trial):
         """The largest frames cap whose heaviest micro-batch fits, halving from the frames
         of a whole optimizer step down to one window; before the first epoch."""
         cfg, train, trainer = self.cfg, self.data.train, self.trainer
-        window, dedup, batch_size = (
-            train.frames.shape[1],
-            cfg.batching.frame_dedup,
-            cfg.train.batch_size,
-        )
+        window, dedup = train.frames.shape[1], cfg.batching.frame_dedup
+        batch_size = cfg.train.batch_size
         steps = epoch_steps(
             train, cfg.batching, trainer.plan, batch_size, sys.maxsize, cfg.train.seed, 0
         )
         rows = lambda indices: backbone_rows(train.frames, indices, dedup)  # noqa: E731
-        heaviest = max((indices for (indices,) in steps), key=rows)
+        heaviest = max((indices for (indices,) in steps), key=rows)  # later steps: cut at the cap
 
         def try_size(cap: int) -> None:
             part = max(split_by_frames(heaviest, train.frames, cap, dedup), key=rows)
-            trainer.try_micro_batch(self.batches(train, part), self.loss)
+            try_micro_batch(trainer, self.batches(train, part), self.loss)
 
         largest = rows(heaviest)
         what = f"one window ({window} frames)"

@@ -24,7 +24,13 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from trainables.config import ConfigError
-from trainables.micro_batch import choice_line, largest_fitting, probe_wanted, simulate_oom
+from trainables.micro_batch import (
+    choice_line,
+    largest_fitting,
+    probe_wanted,
+    simulate_oom,
+    try_micro_batch,
+)
 from trainables.robot_code.dataset import RobotCodeData, load_dataset
 from trainables.robot_code.evaluation import (
     decode_and_score,
@@ -228,7 +234,7 @@ class RobotCodeTrial(Trial):
 
         def try_size(size: int) -> None:
             rows = longest[: largest_divisor(batch_size, size)]
-            trainer.try_micro_batch(collate(train, rows, trainer.device), self.loss)
+            try_micro_batch(trainer, collate(train, rows, trainer.device), self.loss)
 
         what = f"one sequence ({int(train.lengths[longest[0]])} tokens)"
         size = largest_fitting(try_size, batch_size, 1, what, trainer.device)
