@@ -9,6 +9,7 @@ step averages the loss over the real targets of the whole effective batch, so sp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -84,8 +85,7 @@ def plan_batches(cfg: TrainConfig, num_train: int) -> BatchPlan:
                 f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {micro}"
             )
     else:
-        cap = min(cfg.batch_size, cfg.max_micro_batch_size)
-        micro = max(d for d in range(1, cap + 1) if cfg.batch_size % d == 0)
+        micro = largest_divisor(cfg.batch_size, cfg.max_micro_batch_size)
     steps = num_train // cfg.batch_size
     if steps == 0:
         raise TrainingError(
@@ -99,6 +99,16 @@ def plan_batches(cfg: TrainConfig, num_train: int) -> BatchPlan:
         warmup_steps=int(cfg.warmup_ratio * steps + 0.5),  # half up, not to even
         total_steps=steps * cfg.max_epochs,
     )
+
+
+def largest_divisor(batch_size: int, cap: int) -> int:
+    """The largest micro-batch <= cap that divides batch_size (equal micro-batches)."""
+    return max(d for d in range(1, min(batch_size, max(1, cap)) + 1) if batch_size % d == 0)
+
+
+def with_micro_batch(plan: BatchPlan, micro: int, batch_size: int) -> BatchPlan:
+    """The plan with another micro-batch (a measured one): the schedule is unchanged."""
+    return dataclasses.replace(plan, micro_batch_size=micro, accumulation=batch_size // micro)
 
 
 def lr_scale(step: int, plan: BatchPlan, cfg: TrainConfig) -> float:
@@ -136,6 +146,14 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def upcast_trainable(model: torch.nn.Module) -> None:
+    """fp32 master weights for everything that trains, whatever the frozen base's dtype:
+    in bf16/fp16 the optimizer's small updates would vanish (and fp16 gradients overflow)."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -201,6 +219,7 @@ class Trainer:
         self.model, self.cfg, self.plan = model, cfg, plan
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
+        upcast_trainable(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -209,6 +228,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.global_step = 0
         self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
+        self.oom_splits = 0  # micro-batches redone as halves after running out of memory
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.precision)
@@ -222,20 +242,23 @@ class Trainer:
         micro_batches: Sequence,
         loss_fn: Callable[[object], tuple[torch.Tensor, torch.Tensor]],
         count_fn: Callable[[object], int],
+        split: Callable[[Any], list] | None = None,
+        unit: str = "sample",
     ) -> tuple[float, float]:
-        """Accumulate over the micro-batches, clip, step. Returns (mean loss, grad norm)."""
+        """Accumulate over the micro-batches, clip, step. Returns (mean loss, grad norm).
+
+        A micro-batch that runs out of memory is redone as the halves `split(batch)`
+        gives (down to one `unit`); the loss is divided by the whole step's target
+        count either way, so the step does not change beyond float noise."""
         self.model.train()
         total = sum(count_fn(batch) for batch in micro_batches)
         if total == 0:
             raise TrainingError("an optimizer step has no real (unmasked) targets")
         loss_sum = torch.zeros((), device=self.device)
         for batch in micro_batches:
-            with self.autocast():
-                batch_sum, _ = loss_fn(batch)
-            self.scaler.scale(batch_sum.float() / total).backward()
-            loss_sum += batch_sum.detach().float()  # no host sync per micro-batch
+            loss_sum += self._accumulate(batch, loss_fn, total, split, unit)
         loss_sum = loss_sum.item()
-        self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer)  # before clipping: the norm of true gradients
         if self.global_step == 0:
             self._check_first_step(loss_sum)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
@@ -250,6 +273,47 @@ class Trainer:
             self.scheduler.step()
             self.global_step += 1
         return loss_sum / total, float(grad_norm)
+
+    def _accumulate(
+        self, batch: Any, loss_fn: Callable, total: int, split: Callable | None, unit: str
+    ) -> torch.Tensor:
+        """Add one micro-batch's gradients to `.grad`; its loss sum (detached)."""
+        try:
+            return self._backward(batch, loss_fn, total)
+        except torch.cuda.OutOfMemoryError as exc:
+            message = str(exc)  # leave the except block: its traceback holds the forward
+        from trainables.micro_batch import free_memory, out_of_memory  # imports this module
+
+        free_memory()
+        halves = split(batch) if split is not None else []
+        if len(halves) < 2:
+            raise out_of_memory(f"one {unit}", message, self.device)
+        self.oom_splits += 1
+        if self.oom_splits == 1:  # later ones are counted in the `oom_splits` metric
+            print(f"out of memory: a micro-batch redone as {len(halves)} parts", flush=True)
+        parts = [self._accumulate(half, loss_fn, total, split, unit) for half in halves]
+        return torch.stack(parts).sum()
+
+    def _backward(self, batch: Any, loss_fn: Callable, total: int) -> torch.Tensor:
+        """Backward of one micro-batch, added to `.grad` only once it completes: a try
+        that fails mid-backward leaves the gradients of earlier micro-batches as they were."""
+        kept = [p.grad for p in self.params]
+        for param in self.params:
+            param.grad = None
+        try:
+            with self.autocast():
+                batch_sum, _ = loss_fn(batch)
+            self.scaler.scale(batch_sum.float() / total).backward()
+        except BaseException:
+            for param, old in zip(self.params, kept, strict=True):
+                param.grad = old
+            raise
+        for param, old in zip(self.params, kept, strict=True):
+            if old is not None and param.grad is not None:
+                param.grad = old.add_(param.grad)
+            elif old is not None:
+                param.grad = old
+        return batch_sum.detach().float()
 
     def _check_first_step(self, loss_sum: float) -> None:
         """A loss of exactly 0 or gradients that never arrive are bugs, not results."""
@@ -273,6 +337,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "global_step": self.global_step,
             "skipped_steps": self.skipped_steps,
+            "oom_splits": self.oom_splits,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -281,6 +346,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.global_step = state["global_step"]
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.oom_splits = state.get("oom_splits", 0)
 
 
 def save_training_state(directory: Path, trainer: Trainer, epoch: int, flat: dict) -> None:
@@ -337,4 +403,5 @@ def trial_metrics(
         "samples_per_s": samples / seconds,
         "train_seconds": seconds,
         "skipped_steps": trainer.skipped_steps,
+        "oom_splits": trainer.oom_splits,
     }

@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from trainables.micro_batch import set_memory_share
 from trainables.training import (
     Trainer,
     load_training_state,
     peak_memory_mb,
+    resolve_device,
     save_training_state,
     trial_metrics,
 )
@@ -32,6 +34,11 @@ class RunOptions:
     """Keys about where a trial runs, not what it learns (every task has them)."""
 
     torch_threads: int = 0  # 0: torch's default; the tuner sets CPUs per trial
+    gpu_share: float = 1.0  # of the card's memory; the tuner sets a fractional GPU per trial
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_share <= 1:
+            raise ValueError(f"gpu_share: must be in (0, 1], got {self.gpu_share}")
 
 
 def apply_run_options(run: RunOptions) -> None:
@@ -53,6 +60,7 @@ class Trial:
     trainer: Trainer
     derived: dict[str, Any]  # constant per trial: the tuner logs them as params
     checkpoint_prefix = "ckpt-"
+    unit = "sample"  # what one row of the data is (a window, a sequence): for messages
 
     def steps(self, epoch: int) -> Iterable[tuple[list[Any], int]]:
         """(micro-batches, work) for each optimizer step of `epoch`; work counts what
@@ -65,6 +73,11 @@ class Trial:
 
     def count_targets(self, batch: Any) -> int:
         raise NotImplementedError
+
+    def split(self, batch: Any) -> list[Any]:
+        """Two halves of a micro-batch that ran out of memory; [batch] when it holds one
+        sample (then the trial fails with what it needed)."""
+        return [batch]
 
     def throughput(self, work: int, samples: int, seconds: float) -> dict[str, float]:
         raise NotImplementedError
@@ -92,6 +105,7 @@ def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
     ) -> dict[str, Any]:
         cfg = trial_class.parse_config(config)
         apply_run_options(cfg.run)
+        set_memory_share(resolve_device(cfg.train.device), cfg.run.gpu_share)
         torch.manual_seed(cfg.train.seed)
         if data is None:
             data = trial_class.load_dataset(cfg.data)
@@ -126,7 +140,9 @@ def run_epochs(
         started = time.perf_counter()
         losses, norms, work, micro = [], [], 0, 0
         for micro_batches, step_work in trial.steps(epoch):
-            loss, norm = trainer.step(micro_batches, trial.loss, trial.count_targets)
+            loss, norm = trainer.step(
+                micro_batches, trial.loss, trial.count_targets, trial.split, trial.unit
+            )
             losses.append(loss)
             norms.append(norm)
             work += step_work

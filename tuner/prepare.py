@@ -135,6 +135,9 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     for option, key in task.cli_keys.items():
         if getattr(opts, option) is not None:
             base[key] = getattr(opts, option)
+    if opts.gpus_per_trial and opts.gpus_per_trial < 1:
+        # A fractional GPU shares the card: each trial keeps to its share of the memory.
+        base.setdefault("gpu_share", opts.gpus_per_trial)
     demo = "data_dir" in task.cli_keys and task.cli_keys["data_dir"] not in base
     if opts.max_epochs:
         base["max_epochs"] = opts.max_epochs

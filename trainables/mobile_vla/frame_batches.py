@@ -44,6 +44,12 @@ def window_order(windows: Windows, grouping: str, seed: int, epoch: int) -> np.n
     return grouped_order(windows.episode, seed, epoch)
 
 
+def backbone_rows(frames: np.ndarray, indices: np.ndarray, dedup: bool) -> int:
+    """Frames the backbone runs for these windows (what memory follows): the distinct
+    ones with dedup, every frame of every window without."""
+    return len(np.unique(frames[indices])) if dedup else indices.size * frames.shape[1]
+
+
 def split_by_frames(
     indices: np.ndarray, frames: np.ndarray, cap: int, dedup: bool
 ) -> list[np.ndarray]:
@@ -129,6 +135,7 @@ class FrameBatches:
         # Counted on the host, so the loop never waits on the device for them.
         moved["count"] = int(windows.mask[indices].sum()) * windows.chunks.shape[-1]
         moved["rows"] = int(rows.size)
+        moved["indices"] = indices  # to rebuild halves of a micro-batch out of memory
         return moved
 
 

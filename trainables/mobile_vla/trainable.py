@@ -10,6 +10,7 @@ Set-up is a handful of named steps (`MobileVLATrial`); the loop is the shared on
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,20 @@ import numpy as np
 import torch
 
 from trainables.gradient_checkpointing import checkpointed_layers
+from trainables.micro_batch import (
+    choice_line,
+    largest_fitting,
+    probe_wanted,
+    simulate_oom,
+    try_micro_batch,
+)
 from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.checkpoint import load_trainable, save_trainable
 from trainables.mobile_vla.dataset import MobileVLAData, load_dataset
 from trainables.mobile_vla.frame_batches import (
     FrameBatches,
+    backbone_rows,
     epoch_steps,
     predict,
     split_by_frames,
@@ -41,7 +50,13 @@ from trainables.mobile_vla.modeling_mobile_vla import (
 )
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows, direction_signs
-from trainables.training import BatchPlan, Trainer, plan_batches
+from trainables.training import (
+    BatchPlan,
+    Trainer,
+    largest_divisor,
+    plan_batches,
+    with_micro_batch,
+)
 from trainables.trial_loop import Trial, trial_function
 
 
@@ -148,6 +163,7 @@ class MobileVLATrial(Trial):
     parse_config = staticmethod(parse_config)
     load_dataset = staticmethod(load_dataset)
     checkpoint_prefix = "vla-ckpt-"
+    unit = "window"
 
     def __init__(self, cfg: TrialConfig, data: MobileVLAData):
         """Set-up in order: model, plan, precision, optimizer, image features, batches."""
@@ -169,10 +185,38 @@ class MobileVLATrial(Trial):
         )
         dedup = cfg.batching.frame_dedup
         self.batches = FrameBatches(data, tokenizer, trainer.device, dedup, features)
+        automatic = not (cfg.batching.micro_batch_frames or cfg.train.micro_batch_size)
+        if automatic and probe_wanted(trainer.device):
+            self.measure_micro_batch()
         self.val_batches = split_by_frames(
             np.arange(len(data.val)), data.val.frames, self.frames_cap, dedup
         )
-        self.derived = describe(plan, trainer, self.policy, self.frames_cap, feature_cache)
+        self.derived = describe(trainer.plan, trainer, self.policy, self.frames_cap, feature_cache)
+
+    def measure_micro_batch(self) -> None:
+        """The largest frames cap whose heaviest micro-batch fits, halving from the frames
+        of a whole optimizer step down to one window; before the first epoch."""
+        cfg, train, trainer = self.cfg, self.data.train, self.trainer
+        window, dedup = train.frames.shape[1], cfg.batching.frame_dedup
+        batch_size = cfg.train.batch_size
+        steps = epoch_steps(
+            train, cfg.batching, trainer.plan, batch_size, sys.maxsize, cfg.train.seed, 0
+        )
+        rows = lambda indices: backbone_rows(train.frames, indices, dedup)  # noqa: E731
+        heaviest = max((indices for (indices,) in steps), key=rows)  # later steps: cut at the cap
+
+        def try_size(cap: int) -> None:
+            part = max(split_by_frames(heaviest, train.frames, cap, dedup), key=rows)
+            try_micro_batch(trainer, self.batches(train, part), self.loss)
+
+        largest = rows(heaviest)
+        what = f"one window ({window} frames)"
+        self.frames_cap = largest_fitting(try_size, largest, window, what, trainer.device)
+        # In windows, as a per-window micro-batch of these frames would hold them.
+        windows = batch_size if self.frames_cap >= largest else self.frames_cap // window
+        micro = largest_divisor(batch_size, windows)
+        trainer.plan = with_micro_batch(trainer.plan, micro, batch_size)
+        print(choice_line("micro_batch_frames", self.frames_cap, largest), flush=True)
 
     def steps(self, epoch: int) -> Iterator[tuple[list[dict], int]]:
         cfg, train = self.cfg, self.data.train
@@ -184,11 +228,20 @@ class MobileVLATrial(Trial):
             yield micro_batches, sum(batch["rows"] for batch in micro_batches)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        simulate_oom(batch["rows"])
         return self.policy.compute_loss(predict(self.policy, batch), batch["target"], batch["mask"])
 
     def count_targets(self, batch: dict) -> int:
         """Real (unmasked) target elements: what `action_loss` counts."""
         return batch["count"]
+
+    def split(self, batch: dict) -> list[dict]:
+        """Halves by window (each rebuilt with its own distinct frames)."""
+        indices = batch["indices"]
+        if len(indices) < 2:
+            return [batch]
+        half = len(indices) // 2
+        return [self.batches(self.data.train, part) for part in (indices[:half], indices[half:])]
 
     def throughput(self, rows: int, samples: int, seconds: float) -> dict[str, float]:
         return {"frame_passes_per_window": rows / samples}

@@ -30,6 +30,7 @@ from trainables.adapters import load_adapter
 from trainables.gradient_checkpointing import enable_gradient_checkpointing
 from trainables.robot_code.configuration_robot_code import EMBEDDING_MODULES, ModelConfig
 from trainables.robot_code.tokenizer import train_code_tokenizer
+from trainables.training import upcast_trainable
 
 ADAPTER_DIR = "adapter"  # PEFT's own format, loadable with PeftModel.from_pretrained
 TOKENIZER_DIR = "tokenizer"
@@ -124,14 +125,6 @@ def add_lora(base: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
             raise ModelError(f"lora_target: {exc}") from None
     upcast_trainable(model)
     return model
-
-
-def upcast_trainable(model: nn.Module) -> None:
-    """fp32 for every trainable weight: the optimizer's updates would vanish in bf16.
-    (LoRA weights already are; copies made by modules_to_save take the base's dtype.)"""
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
 
 
 def cast_matrices(base: PreTrainedModel, dtype: torch.dtype) -> None:

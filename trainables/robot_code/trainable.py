@@ -25,6 +25,13 @@ from transformers import PreTrainedTokenizerBase
 
 from trainables.config import ConfigError
 from trainables.gradient_checkpointing import checkpointed_layers
+from trainables.micro_batch import (
+    choice_line,
+    largest_fitting,
+    probe_wanted,
+    simulate_oom,
+    try_micro_batch,
+)
 from trainables.robot_code.dataset import RobotCodeData, load_dataset
 from trainables.robot_code.evaluation import (
     decode_and_score,
@@ -55,10 +62,12 @@ from trainables.training import (
     TrainingError,
     autocast,
     epoch_order,
+    largest_divisor,
     plan_batches,
     resolve_device,
     resolve_precision,
     step_batches,
+    with_micro_batch,
 )
 from trainables.trial_loop import Trial, apply_run_options, trial_function
 
@@ -201,6 +210,7 @@ class RobotCodeTrial(Trial):
     parse_config = staticmethod(parse_config)
     load_dataset = staticmethod(load_dataset)
     checkpoint_prefix = "robot-code-ckpt-"
+    unit = "sequence"
 
     def __init__(self, cfg: TrialConfig, data: RobotCodeData):
         """Set-up in order: model, tokenized records, plan, optimizer."""
@@ -216,7 +226,26 @@ class RobotCodeTrial(Trial):
         self.trainer = Trainer(self.model, cfg.train, plan)
         self.model.to(self.trainer.device)
         self.lm_loss = causal_lm_loss(self.model)
-        self.derived = describe(plan, self.trainer, self.model, prepared)
+        if not cfg.train.micro_batch_size and probe_wanted(self.trainer.device):
+            self.measure_micro_batch()
+        self.derived = describe(self.trainer.plan, self.trainer, self.model, prepared)
+
+    def measure_micro_batch(self) -> None:
+        """The largest micro-batch (a divisor of batch_size) of the longest sequences that
+        fits, halving from batch_size down to one sequence; before the first epoch."""
+        train, trainer = self.prepared.train, self.trainer
+        batch_size = self.cfg.train.batch_size
+        longest = np.argsort(-train.lengths, kind="stable")
+
+        def try_size(size: int) -> None:
+            rows = longest[: largest_divisor(batch_size, size)]
+            try_micro_batch(trainer, collate(train, rows, trainer.device), self.loss)
+
+        what = f"one sequence ({int(train.lengths[longest[0]])} tokens)"
+        size = largest_fitting(try_size, batch_size, 1, what, trainer.device)
+        micro = largest_divisor(batch_size, size)
+        trainer.plan = with_micro_batch(trainer.plan, micro, batch_size)
+        print(choice_line("micro_batch_size", micro, batch_size), flush=True)
 
     def steps(self, epoch: int) -> Iterator[tuple[list[dict], int]]:
         train, device = self.prepared.train, self.trainer.device
@@ -226,7 +255,19 @@ class RobotCodeTrial(Trial):
             yield micro_batches, sum(int(train.lengths[rows].sum()) for rows in micro_rows)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        simulate_oom(len(batch["input_ids"]))
         return self.lm_loss(batch)
+
+    def split(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Halves by row, each trimmed to its own longest sequence."""
+        size = len(batch["input_ids"])
+        if size < 2:
+            return [batch]
+        halves = []
+        for rows in (slice(0, size // 2), slice(size // 2, size)):
+            width = int(batch["attention_mask"][rows].sum(dim=1).max())
+            halves.append({k: v[rows, :width] for k, v in batch.items()})
+        return halves
 
     def count_targets(self, batch: dict[str, torch.Tensor]) -> int:
         return count_targets(batch)
