@@ -3,7 +3,8 @@
     python bench/gpu_share.py --config cfg.json --ready R --start S --seconds T --out out.json
 
 Each builds a real Mobile VLA trial from the flat config (its share of the card from
-`gpu_share`, as a trial under `--gpus-per-trial 1/N` gets it), marks itself ready, waits
+`gpu_share`, as a trial under `--gpus-per-trial 1/N` gets it; the probe then picks its
+micro-batch within that share), marks itself ready, waits
 until every process is (the start file appears), then trains the trial's own optimizer
 steps for T seconds and writes what it did. Building (imports, model load, features)
 is outside the timed part, so the processes train at the same time.
@@ -39,7 +40,7 @@ def main() -> None:
     args = parse_args()
     flat = json.loads(Path(args.config).read_text())
     cfg = parse_config(flat)
-    apply_run_options(cfg.run)
+    apply_run_options(cfg.run, cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     trial = MobileVLATrial(cfg, load_dataset(cfg.data, progress=False))
     trainer, device = trial.trainer, trial.trainer.device

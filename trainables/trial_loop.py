@@ -41,9 +41,11 @@ class RunOptions:
             raise ValueError(f"gpu_share: must be in (0, 1], got {self.gpu_share}")
 
 
-def apply_run_options(run: RunOptions) -> None:
+def apply_run_options(run: RunOptions, device_name: str) -> None:
+    """Threads, and the share of the card (a limit only CUDA has)."""
     if run.torch_threads:
         torch.set_num_threads(run.torch_threads)
+    set_memory_share(resolve_device(device_name), run.gpu_share)
 
 
 class Trial:
@@ -104,8 +106,7 @@ def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
         checkpoint_dir: str | Path | None = None,
     ) -> dict[str, Any]:
         cfg = trial_class.parse_config(config)
-        apply_run_options(cfg.run)
-        set_memory_share(resolve_device(cfg.train.device), cfg.run.gpu_share)
+        apply_run_options(cfg.run, cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         if data is None:
             data = trial_class.load_dataset(cfg.data)

@@ -26,6 +26,12 @@ pytestmark = [
 ]
 
 
+# A tiny-config backbone of real width: one optimizer step of 128 windows (~210 frames)
+# needs ~4 GB of activations, so a 2 GiB share of the card cannot hold it.
+WIDE = {"tiny_hidden": 1024, "tiny_heads": 16, "tiny_latent_query_num": 64,
+        "tiny_image_size": 224, "tiny_layers": 4}  # fmt: skip
+
+
 def run_trial(flat: dict, keep=None) -> list[dict]:
     reports = []
 
@@ -77,15 +83,27 @@ def test_the_probe_takes_a_larger_micro_batch_on_a_larger_share(demo_dir, tmp_pa
     """A backbone wide enough that one optimizer step's ~210 frames need ~4 GB: a 2 GiB
     share of the card makes the probe halve, a 12 GiB one does not."""
     total = torch.cuda.get_device_properties(0).total_memory
-    wide = {"tiny_hidden": 1024, "tiny_heads": 16, "tiny_latent_query_num": 64,
-            "tiny_image_size": 224, "tiny_layers": 4}  # fmt: skip
     chosen = {}
     for gib in (2.0, 12.0):
         flat = {"data_dir": str(demo_dir), "device": "cuda", "precision": "bf16",
                 "batch_size": 128, "max_epochs": 1, "cache_dir": str(tmp_path),
-                "gpu_share": gib * 2**30 / total, **wide}  # fmt: skip
+                "gpu_share": gib * 2**30 / total, **WIDE}  # fmt: skip
         chosen[gib] = run_trial(flat)[-1]["derived"]["micro_batch_frames"]
     assert chosen[12.0] > chosen[2.0] > 0
+
+
+def test_a_real_out_of_memory_error_splits_the_micro_batch(demo_dir, tmp_path):
+    """A fixed micro-batch of a whole step in a 2 GiB share runs out of memory on the card
+    (no probe: the micro-batch is not automatic); the trial redoes it as halves and
+    trains what the same trial trains in a share that holds it (bf16 noise apart)."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    flat = {"data_dir": str(demo_dir), "device": "cuda", "precision": "bf16",
+            "batch_size": 128, "max_epochs": 1, "cache_dir": str(tmp_path),
+            "micro_batch_frames": 4096, **WIDE}  # fmt: skip
+    small = run_trial({**flat, "gpu_share": 2 * 2**30 / total})[-1]
+    large = run_trial({**flat, "gpu_share": 16 * 2**30 / total})[-1]
+    assert small["oom_splits"] > 0 and large["oom_splits"] == 0
+    assert small["train_loss"] == pytest.approx(large["train_loss"], rel=2e-2)
 
 
 def test_checkpointing_gives_the_same_gradients_on_cuda(demo_data):

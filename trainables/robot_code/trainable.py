@@ -192,7 +192,7 @@ def baseline_metrics(config: dict[str, Any], data: RobotCodeData | None = None) 
     data: the figure the trained trials are compared with.
     """
     cfg = parse_config(config)
-    apply_run_options(cfg.run)
+    apply_run_options(cfg.run, cfg.train.device)
     if data is None:
         data = load_dataset(cfg.data)
     model, tokenizer = build(cfg, data)
