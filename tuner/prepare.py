@@ -12,7 +12,7 @@ from typing import Any
 
 from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
 from tuner.experiment import candidate_configs, describe_config
-from tuner.reference import robovlms_layer, searched_note
+from tuner.reference import robovlms_layer, searched_note, steps_note
 from tuner.spaces import ConfirmSpec, Space, SpaceError, check_keys, load_space, pin
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
@@ -129,7 +129,7 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     scheduler = opts.scheduler or space.scheduler.type
     confirm = confirm_spec(opts, space, task.keys)
 
-    from_file, ignored, file_notes = robovlms_layer(opts, task, space.fixed)
+    from_file, ignored, file_notes, max_steps = robovlms_layer(opts, task, space.fixed)
     notes += file_notes + searched_note(from_file, list(space.params), opts.from_robovlms)
     base = {**space.fixed, **from_file, **opts.sets}
     for option, key in task.cli_keys.items():
@@ -172,6 +172,8 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
             for c, p in zip(candidates, plans, strict=True)
             if p["steps_per_epoch"] == 1
         ]
+        if max_steps is not None:
+            notes.append(steps_note(max_steps, candidates, plans))
         if single:
             warnings.append(
                 f"{len(single)} configurations make only one optimizer step per epoch "

@@ -65,7 +65,7 @@ def test_top_level_window_overwrites_the_heads():
         ({"scheduler": "step"}, "scheduler: 'step'"),
         ({"trainer": {"precision": "64"}}, "trainer.precision: '64'"),
         ({"warmup_steps": 500}, "warmup_steps: 500"),
-        ({"trainer": {"max_steps": 1000}}, "trainer.max_steps: 1000"),
+        ({"trainer": {"max_steps": 2.5}}, "trainer.max_steps: 2.5"),
         ({"norm_action": False}, "norm_action: False"),
         ({"norm_min": -1.0}, "norm_min: -1.0"),
         ({"trainer": {"devices": "auto"}}, "trainer.devices: 'auto'"),
@@ -201,6 +201,32 @@ def test_tuner_export_starts_from_the_saved_file(tmp_path, capsys, demo_dir, tin
     assert exported == {**raw, "weight_decay": 0.1}
     assert (out / HEAD_FILE).is_file()
     assert Policy.from_export(out).data.data_dir == str(demo_dir)
+
+
+def test_max_steps_beside_max_epochs_is_noted_and_exported_as_minus_one(
+    capsys, sweep_args, write_space, tmp_path
+):
+    """A fork's config sets both (Lightning stops at whichever comes first): the sweep
+    trains epochs, says how many steps that is, and the export lifts the step cap."""
+    raw = load_robovlms(MOBILE)
+    raw["trainer"] = {**raw["trainer"], "max_epochs": 1, "max_steps": 100}
+    path = tmp_path / "fork.json"
+    path.write_text(json.dumps(raw))
+    args = sweep_args(
+        write_space(SMALL_GRID), "--from-robovlms", str(path), "--model", "tiny",
+        "--dry-run", "--json", "--set", "batch_size=8",
+    )  # fmt: skip
+    doc = dry_run_json(capsys, args)
+    assert all(trial["max_epochs"] == 1 for trial in doc["trials"])
+    steps = {plan["steps_per_epoch"] for plan in doc["plans"]}
+    assert len(steps) == 1 and steps.pop() > 1  # one batch size: one step count
+    notes = "\n".join(doc["notes"])
+    assert "trainer.max_steps 100: not used" in notes and "max_steps: -1" in notes
+    per_trial = doc["plans"][0]["steps_per_epoch"] * 1
+    assert f"optimizer steps per trial: {per_trial} (steps per epoch x max_epochs)" in notes
+    exported = to_robovlms({**reference_flat(path), "learning_rate": 3e-3}, reference=raw)
+    assert exported["trainer"]["max_steps"] == -1
+    assert exported["trainer"]["max_epochs"] == 1 and exported["learning_rate"] == 3e-3
 
 
 def test_json_needs_dry_run(capsys, sweep_args, write_space):
