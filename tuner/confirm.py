@@ -36,6 +36,7 @@ class Confirmed:
     line: str
     failed: int
     unfinished: int  # runs an interruption left: then the verdict waits for --resume
+    min_effect: float = verdict.DEFAULT_MIN_EFFECT  # the practical threshold the line used
 
 
 def pick(rows: list[TrialRow], top: int) -> list[TrialRow]:
@@ -150,8 +151,8 @@ def collect(prep: Any, picked: list[TrialRow], search_results: Any, results: Any
         runs[name].seeds.append(int(result.config[SEED_KEY]))
         runs[name].episodes.append(episode_losses(result.metrics or {}, metric))
     ranked = verdict.ranked(list(runs.values()), prep.space.mode)
-    line = verdict.verdict(ranked, metric, prep.space.mode)
-    return Confirmed(ranked, rows, line, failed, unfinished=0)
+    line = verdict.verdict(ranked, metric, prep.space.mode, prep.confirm.min_effect)
+    return Confirmed(ranked, rows, line, failed, 0, prep.confirm.min_effect)
 
 
 def table(confirmed: Confirmed, metric: str, mode: str) -> str:
@@ -165,7 +166,7 @@ def table(confirmed: Confirmed, metric: str, mode: str) -> str:
         text = f"  {i + 1}  {runs.name:<36} {values}   {stats.mean:.4f} +- {stats.sd:.4f}"
         if i:
             c = verdict.paired(best, runs, mode)
-            text += f"   behind the best by {c.diff:.3g} [{c.low:.3g}, {c.high:.3g}]"
+            text += f"   behind the best by {verdict.difference(c)}"
         lines.append(text)
     return "\n".join(lines)
 
@@ -174,11 +175,12 @@ def write_csv(confirmed: Confirmed, mode: str, path: Path) -> None:
     best = confirmed.runs[0]
     with path.open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["rank", "config", "seed", "value", "mean", "sd", "diff", "low", "high"])
+        header = ["rank", "config", "seed", "value", "mean", "sd", "diff", "relative", "low"]
+        out.writerow([*header, "high"])
         for i, runs in enumerate(confirmed.runs):
             stats = verdict.config_stats(runs)
             c = verdict.paired(best, runs, mode) if i else None
-            extra = [c.diff, c.low, c.high] if c else ["", "", ""]
+            extra = [c.diff, c.relative, c.low, c.high] if c else ["", "", "", ""]
             for seed, value in zip(runs.seeds, stats.values, strict=True):
                 out.writerow([i + 1, runs.name, seed, value, stats.mean, stats.sd, *extra])
 

@@ -13,7 +13,15 @@ from typing import Any
 from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
 from tuner.experiment import candidate_configs, describe_config
 from tuner.reference import robovlms_layer, searched_note, steps_note
-from tuner.spaces import ConfirmSpec, Space, SpaceError, check_keys, load_space, pin
+from tuner.spaces import (
+    ConfirmSpec,
+    Space,
+    SpaceError,
+    check_keys,
+    check_min_effect,
+    load_space,
+    pin,
+)
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
 
@@ -45,6 +53,7 @@ class SweepOptions:
     robovlms: dict[str, Any] | None = None  # its contents (parents merged), for export
     confirm: int | None = None  # confirm the top K configurations (None: the space's)
     seeds: int | None = None  # ... with N runs each
+    min_effect: float | None = None  # a tie in practice below it (None: the space's)
 
 
 @dataclass
@@ -233,7 +242,12 @@ def load_and_plan(
 def confirm_spec(opts: SweepOptions, space: Space, keys: list[str]) -> ConfirmSpec:
     """--confirm/--seeds over the space's `confirm:`; off unless one of them asks."""
     top = space.confirm.top if opts.confirm is None else opts.confirm
-    spec = ConfirmSpec(top=top, seeds=opts.seeds or space.confirm.seeds)
+    min_effect = space.confirm.min_effect if opts.min_effect is None else opts.min_effect
+    try:
+        check_min_effect("--min-effect", min_effect)
+    except SpaceError as exc:
+        raise BadInput(str(exc)) from None
+    spec = ConfirmSpec(top=top, seeds=opts.seeds or space.confirm.seeds, min_effect=min_effect)
     if opts.seeds and not top:
         raise BadInput(f"--seeds {opts.seeds}: nothing to confirm (add --confirm K)")
     if top and "seed" not in keys:
