@@ -254,4 +254,8 @@ def confirm_spec(opts: SweepOptions, space: Space, keys: list[str]) -> ConfirmSp
         raise BadInput(f"--confirm: '{space.trainable}' has no 'seed' config key to vary")
     if top and "seed" in space.params:
         raise BadInput(f"{space.path}: params.seed: a searched seed cannot be confirmed")
+    if top > space.num_trials():  # it could never confirm what it promises
+        asked = f"{space.path}: confirm.top {top}"
+        asked = f"--confirm {top}" if opts.confirm is not None else asked
+        raise BadInput(f"{asked}: the sweep has only {space.num_trials()} trials")
     return spec

@@ -113,6 +113,12 @@ def test_confirmation_comes_from_the_space_and_the_options(
     )
     opts = SweepOptions(space=str(tight), data_dir=str(demo_dir), min_effect=0.05)
     assert prepare(opts, load_data=False).confirm.min_effect == 0.05
+    assert main([*args, "--confirm", "5"]) == 2  # SMALL_GRID: 4 trials
+    assert capsys.readouterr().err == "error: --confirm 5: the sweep has only 4 trials\n"
+    few = write_space(SMALL_GRID + "confirm: {top: 3}\n", "few.yaml")
+    code = main([*sweep_args(few, "--dry-run"), "--set", "weight_decay=0"])  # 2 trials left
+    assert code == 2
+    assert capsys.readouterr().err == f"error: {few}: confirm.top 3: the sweep has only 2 trials\n"
     assert main([*args, "--confirm", "2", "--min-effect", "1.5"]) == 2
     assert capsys.readouterr().err == (
         "error: --min-effect: expected a fraction of the metric in [0, 1), got 1.5\n"
