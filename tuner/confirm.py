@@ -75,7 +75,10 @@ def plan_line(picked: list[TrialRow], asked: int, seeds: int, runs: int, max_t: 
             + "; ".join(early)
         )
     if len(picked) < asked:
-        line += f"\n  only {len(picked)} of the {asked} asked for: the other trials failed"
+        line += (
+            f"\n  only {len(picked)} of the {asked} asked for: the other trials failed or "
+            "reported no metric"
+        )
     return line
 
 
