@@ -59,6 +59,9 @@ class Task:
     cli_keys: dict[str, str] = field(default_factory=dict)
     # the default of every key that has one (e.g. max_epochs when a space sets none)
     defaults: dict[str, Any] = field(default_factory=dict)
+    # checkpoint_bytes(flat, data) -> the size of one trial checkpoint, estimated before any
+    # trial runs (the header's disk estimate; none without it)
+    checkpoint_bytes: Callable[[dict[str, Any], Any], int] | None = None
     # val_size(data) -> validation samples in the loaded data (the metric is computed on
     # them; a sweep without any would never see its metric)
     val_size: Callable[[Any], int] | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
+from tuner.disk import estimate_note
 from tuner.experiment import candidate_configs, describe_config
 from tuner.reference import robovlms_layer, searched_note, steps_note
 from tuner.spaces import (
@@ -183,6 +184,9 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         ]
         if max_steps is not None:
             notes.append(steps_note(max_steps, candidates, plans))
+        runs = confirm.top * confirm.seeds  # at most: all taken from below the budget
+        disk = estimate_note(task, candidates[0], data, space.num_trials(), runs)
+        notes += [disk] if disk else []
         if single:
             warnings.append(
                 f"{len(single)} configurations make only one optimizer step per epoch "

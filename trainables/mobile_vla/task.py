@@ -64,4 +64,5 @@ TASK = make_task(
     export_config=to_robovlms,
     export_writer=lazy("trainables.mobile_vla.export_model", "prepare_writer"),
     import_config=import_for_sweep,
+    checkpoint_bytes=lazy("trainables.mobile_vla.checkpoint_size", "checkpoint_bytes"),
 )
