@@ -84,6 +84,14 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert "4 trials:" in out and "stopped early by ASHA, 0 failed" in out
     # Short epochs force Tune's state snapshots often; its warning about that is noise.
     assert "snapshotting has been triggered" not in out + run.stderr
+    # Disk: estimated in the header, measured at the end (one checkpoint kept per trial).
+    assert "checkpoints: ~" in out and "up to 8 at once" in out and "4 kept after" in out
+    kept = list((tmp_path / "results" / "small").glob("*/checkpoint_*"))
+    on_disk = sum(f.stat().st_size for k in kept for f in k.rglob("*") if f.is_file())
+    assert len(kept) == 4
+    from tuner.disk import human_bytes
+
+    assert f"checkpoints (search): 4 kept, {human_bytes(on_disk)} on disk" in out
     best_json = json.loads((tmp_path / "results" / "small" / "best.json").read_text())
     assert best_json["mlflow_run_id"] == best[0].info.run_id
     assert best_json["value"] == pytest.approx(min(c.data.metrics["val_loss"] for c in children))
