@@ -28,14 +28,12 @@ def robovlms_layer(
     opts.robovlms (saved with the sweep)."""
     if not opts.from_robovlms:
         return {}, [], [], None
-    from trainables.mobile_vla.robovlms_import import load_robovlms
-
     source = opts.from_robovlms
-    if task.import_config is None:
+    if task.import_config is None or task.load_reference is None:
         raise BadInput(f"--from-robovlms: trainable '{task.name}' has no RoboVLMs import")
     if opts.robovlms is None:
         try:
-            opts.robovlms = load_robovlms(source)
+            opts.robovlms = task.load_reference(source)
         except ValueError as exc:  # names the file already
             raise BadInput(str(exc)) from None
     try:
