@@ -119,7 +119,7 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
     )
     model = prep.base.get("model", "tiny")
     shown = ("data_dir", "data_path", "pattern", "model", "max_epochs")
-    fixed = {k: v for k, v in prep.base.items() if k not in shown}
+    fixed = {k: v for k, v in prep.base.items() if k not in shown and k not in prep.searched}
     lines = [
         f"vla-tune sweep {storage.name}",
         f"  space      {space.name} ({space.path}): {space.num_trials()} trials, "

@@ -229,6 +229,16 @@ def test_max_steps_beside_max_epochs_is_noted_and_exported_as_minus_one(
     assert exported["trainer"]["max_epochs"] == 1 and exported["learning_rate"] == 3e-3
 
 
+def test_header_fixed_line_holds_only_keys_that_are_fixed(capsys, sweep_args, write_space):
+    args = sweep_args(
+        write_space(SMALL_GRID), "--from-robovlms", str(MOBILE), "--model", "tiny", "--dry-run"
+    )
+    assert main(args) == 0
+    fixed = next(line for line in capsys.readouterr().out.splitlines() if "  fixed  " in line)
+    assert "window_size=16" in fixed  # the file's value of a key the space does not search
+    assert "learning_rate=" not in fixed and "weight_decay=" not in fixed  # searched
+
+
 def test_json_needs_dry_run(capsys, sweep_args, write_space):
     code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), "--json"))
     assert code == 2 and err == "error: --json goes with --dry-run"
