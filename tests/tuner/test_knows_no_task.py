@@ -54,3 +54,17 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     )
     names = imported_modules(source)
     assert "trainables.mobile_vla.dataset" in names and "trainables.robot_code" in names
+
+
+def test_a_task_without_the_hook_is_one_error_line(capsys, tmp_path):
+    from tuner.evaluate import main as evaluate_main
+    from tuner.storage import BEST_FILE, Storage
+
+    storage = Storage(str(tmp_path / "results"), "code")
+    (tmp_path / "ckpt").mkdir()
+    record = {"trainable": "robot_code", "config": {}, "checkpoint": str(tmp_path / "ckpt")}
+    storage.write_json(BEST_FILE, {**record, "trial": "t", "metric": "m", "value": 0.0})
+    assert evaluate_main(["--storage-path", str(tmp_path / "results"), "--name", "code"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'ckpt'}: trainable robot_code has no evaluation\n"
+    )
