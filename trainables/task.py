@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Task name -> module that defines TASK. Imported lazily: a task's imports are heavy.
@@ -17,6 +18,19 @@ TASK_MODULES = {
     "mobile_vla": "trainables.mobile_vla.task",
     "robot_code": "trainables.robot_code.task",
 }
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What `python -m tuner.evaluate` asks of a task's `evaluate` hook."""
+
+    flat: dict[str, Any]  # the trial config the policy trained with
+    sets: dict[str, Any]  # --set values for the data (e.g. a default instruction)
+    folder: Path  # a trial checkpoint, or an export folder when `exported`
+    exported: bool
+    data_dir: str | None  # evaluate all of it instead of the validation split
+    pattern: str | None
+    out: Path  # where the plots and summary.json go
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,15 @@ class Task:
     cli_keys: dict[str, str] = field(default_factory=dict)
     # the default of every key that has one (e.g. max_epochs when a space sets none)
     defaults: dict[str, Any] = field(default_factory=dict)
+    # checkpoint_bytes(flat, data) -> the size of one trial checkpoint, estimated before any
+    # trial runs (the header's disk estimate; none without it)
+    checkpoint_bytes: Callable[[dict[str, Any], Any], int] | None = None
+    # evaluate(EvaluationRequest) -> lines to print, having written its files to `out`;
+    # bad input is a ValueError whose message is one line
+    evaluate: Callable[[EvaluationRequest], list[str]] | None = None
+    # load_reference(path) -> the reference config file's contents, for import_config
+    # (e.g. a RoboVLMs JSON with its parent chain merged); ValueError names the file
+    load_reference: Callable[[str], dict[str, Any]] | None = None
     # val_size(data) -> validation samples in the loaded data (the metric is computed on
     # them; a sweep without any would never see its metric)
     val_size: Callable[[Any], int] | None = None

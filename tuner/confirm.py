@@ -32,26 +32,54 @@ class Confirmed:
     """What the summary needs: the runs of each configuration, best first, and the line."""
 
     runs: list[Runs]  # ranked, best first
-    rows: dict[str, TrialRow]  # configuration name -> its search trial
+    # configuration name -> its search trial, or for one taken from below the full budget
+    # its confirmation run of the same seed (the checkpoint that trained in full)
+    rows: dict[str, TrialRow]
     line: str
     failed: int
     unfinished: int  # runs an interruption left: then the verdict waits for --resume
+    min_effect: float = verdict.DEFAULT_MIN_EFFECT  # the practical threshold the line used
 
 
 def pick(rows: list[TrialRow], top: int) -> list[TrialRow]:
-    """The best `top` search trials that trained the full budget (rows are sorted)."""
-    done = [r for r in rows if r.status == "completed" and not math.isnan(r.value)]
-    return done[:top]
+    """The `top` search trials that went furthest: by the highest epoch reached, then by
+    the metric at that epoch (rows come sorted by the metric). Under ASHA only a few
+    trials reach the full budget; the others taken are retrained in full (see `plan`)."""
+    ranked = [r for r in rows if r.status != "failed" and not math.isnan(r.value)]
+    return sorted(ranked, key=lambda r: -r.epochs)[:top]  # stable: the metric breaks ties
 
 
-def plan(picked: list[TrialRow], seeds: int, default_seed: int) -> list[dict[str, Any]]:
-    """(configuration, seed) pairs: the search trial's seed plus 1 .. seeds-1. Every
-    configuration gets the same seeds, so the paired comparison pairs like with like."""
+def plan(picked: list[TrialRow], seeds: int, default_seed: int, max_t: int) -> list[dict[str, Any]]:
+    """(configuration, seed) pairs. A search trial that trained the full budget is the
+    run of its own seed, so it gets the seeds after it; one stopped early gets all
+    `seeds` runs, its own seed first. Every configuration so has the same seeds, and the
+    paired comparison pairs like with like."""
     points = []
     for row in picked:
         first = int(row.config.get(SEED_KEY, default_seed))
-        points += [{**row.config, SEED_KEY: first + i} for i in range(1, seeds)]
+        start = 1 if row.epochs >= max_t else 0
+        points += [{**row.config, SEED_KEY: first + i} for i in range(start, seeds)]
     return points
+
+
+def plan_line(picked: list[TrialRow], asked: int, seeds: int, runs: int, max_t: int) -> str:
+    """What the confirmation trains, and why it differs from what was asked."""
+    line = (
+        f"confirm: the top {len(picked)} configurations, {seeds} seeds each: "
+        f"{runs} more runs of {max_t} epochs"
+    )
+    early = [f"{r.name} (epoch {r.epochs})" for r in picked if r.epochs < max_t]
+    if early:
+        line += (
+            f"\n  taken from below the full budget (all {seeds} seeds trained anew): "
+            + "; ".join(early)
+        )
+    if len(picked) < asked:
+        line += (
+            f"\n  only {len(picked)} of the {asked} asked for: the other trials failed or "
+            "reported no metric"
+        )
+    return line
 
 
 def episode_losses(metrics: dict[str, Any], metric: str) -> list[float]:
@@ -105,21 +133,17 @@ def run_phase(
     if saved is None:
         picked = pick(rows, top)
         if not picked:
-            print("confirm: no trial trained the full budget; nothing to confirm")
+            print("confirm: no search trial reported the metric; nothing to confirm")
             return None
         default_seed = int(prep.task.defaults.get(SEED_KEY, 0))
         saved = {
             "top": [r.trial_id for r in picked],
-            "points": plan(picked, seeds, default_seed),
+            "points": plan(picked, seeds, default_seed, prep.max_t),
         }
         storage.write_json(PLAN_FILE, saved)
     by_id = {r.trial_id: r for r in rows}
     picked = [by_id[t] for t in saved["top"]]
-    print(
-        f"\nconfirm: the top {len(picked)} configurations, {seeds} seeds each: "
-        f"{len(saved['points'])} more runs of {prep.max_t} epochs",
-        flush=True,
-    )
+    print("\n" + plan_line(picked, top, seeds, len(saved["points"]), prep.max_t), flush=True)
     phase = confirm_phase(prep, storage, saved["points"])
     results = fit(prep, trainable, storage, phase, tracking, resume)
     unfinished = report.unfinished(results)
@@ -134,24 +158,30 @@ def collect(prep: Any, picked: list[TrialRow], search_results: Any, results: Any
     search_metrics = {
         str((r.metrics or {}).get("trial_id", "")): r.metrics or {} for r in search_results
     }
-    runs = {}
-    rows = {}
+    runs, rows, first_seed = {}, {}, {}
     for row in picked:
         name = experiment.describe_config(row.config, searched)
-        seed = int(row.config.get(SEED_KEY, default_seed))
-        losses = episode_losses(search_metrics.get(row.trial_id, {}), metric)
-        runs[name], rows[name] = Runs(name, [seed], [losses]), row
+        runs[name], rows[name] = Runs(name, [], []), row
+        first_seed[name] = int(row.config.get(SEED_KEY, default_seed))
+        if row.epochs >= prep.max_t:  # the full budget: the search's run is one seed
+            runs[name].seeds.append(first_seed[name])
+            losses = episode_losses(search_metrics.get(row.trial_id, {}), metric)
+            runs[name].episodes.append(losses)
     failed = 0
-    for result in results:
+    confirm_rows = report.rows_from_results(results, metric, searched, prep.max_t)
+    for result, confirm_row in zip(results, confirm_rows, strict=True):
         name = experiment.describe_config(result.config, searched)
         if result.error is not None or name not in runs:
             failed += 1
             continue
-        runs[name].seeds.append(int(result.config[SEED_KEY]))
+        seed = int(result.config[SEED_KEY])
+        runs[name].seeds.append(seed)
         runs[name].episodes.append(episode_losses(result.metrics or {}, metric))
+        if seed == first_seed[name] and rows[name].epochs < prep.max_t:
+            rows[name] = confirm_row  # the full-budget run stands for the configuration
     ranked = verdict.ranked(list(runs.values()), prep.space.mode)
-    line = verdict.verdict(ranked, metric, prep.space.mode)
-    return Confirmed(ranked, rows, line, failed, unfinished=0)
+    line = verdict.verdict(ranked, metric, prep.space.mode, prep.confirm.min_effect)
+    return Confirmed(ranked, rows, line, failed, 0, prep.confirm.min_effect)
 
 
 def table(confirmed: Confirmed, metric: str, mode: str) -> str:
@@ -165,7 +195,7 @@ def table(confirmed: Confirmed, metric: str, mode: str) -> str:
         text = f"  {i + 1}  {runs.name:<36} {values}   {stats.mean:.4f} +- {stats.sd:.4f}"
         if i:
             c = verdict.paired(best, runs, mode)
-            text += f"   behind the best by {c.diff:.3g} [{c.low:.3g}, {c.high:.3g}]"
+            text += f"   behind the best by {verdict.difference(c)}"
         lines.append(text)
     return "\n".join(lines)
 
@@ -174,11 +204,12 @@ def write_csv(confirmed: Confirmed, mode: str, path: Path) -> None:
     best = confirmed.runs[0]
     with path.open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["rank", "config", "seed", "value", "mean", "sd", "diff", "low", "high"])
+        header = ["rank", "config", "seed", "value", "mean", "sd", "diff", "relative", "low"]
+        out.writerow([*header, "high"])
         for i, runs in enumerate(confirmed.runs):
             stats = verdict.config_stats(runs)
             c = verdict.paired(best, runs, mode) if i else None
-            extra = [c.diff, c.low, c.high] if c else ["", "", ""]
+            extra = [c.diff, c.relative, c.low, c.high] if c else ["", "", "", ""]
             for seed, value in zip(runs.seeds, stats.values, strict=True):
                 out.writerow([i + 1, runs.name, seed, value, stats.mean, stats.sd, *extra])
 

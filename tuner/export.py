@@ -20,6 +20,7 @@ from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.checks import BadInput
 from tuner.storage import BEST_FILE, SWEEP_FILE, find_best
 
+EXPORT_RECORD = "export.json"  # which trainable the folder holds (tuner.evaluate --from)
 # Everything a checkpoint holds except the optimizer/RNG state, which only resuming needs.
 SKIPPED = {STATE_FILE, TRIAL_CONFIG_FILE}
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     (out / TRIAL_CONFIG_FILE).write_text(json.dumps(best["config"], indent=2, default=str) + "\n")
+    record = {"trainable": best["trainable"], "sweep": storage.name, "trial": best["trial"]}
+    (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     copied = []
     for source in sorted(checkpoint.iterdir()):
         if source.name in SKIPPED:
@@ -81,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         copied.append(source.name)
     extras = writer.write(out, args.merge) if writer else []
     print(f"best trial {best['trial']}: {best['metric']} {best['value']:.4f}")
-    print(f"exported to {out}: config.json, trial_config.json, {', '.join(copied)}")
+    print(
+        f"exported to {out}: config.json, {TRIAL_CONFIG_FILE}, {EXPORT_RECORD}, {', '.join(copied)}"
+    )
     for line in extras:
         print(f"  {line}")
     return 0

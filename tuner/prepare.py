@@ -11,9 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.checks import BadInput, check_name, check_validation, config_error, pinned_note
+from tuner.disk import estimate_note
 from tuner.experiment import candidate_configs, describe_config
-from tuner.reference import robovlms_layer, searched_note
-from tuner.spaces import ConfirmSpec, Space, SpaceError, check_keys, load_space, pin
+from tuner.reference import robovlms_layer, searched_note, steps_note
+from tuner.spaces import (
+    ConfirmSpec,
+    Space,
+    SpaceError,
+    check_keys,
+    check_min_effect,
+    load_space,
+    pin,
+)
 
 DEMO_MAX_EPOCHS = 9  # the no-argument demo: three ASHA rungs (1, 3, 9 epochs) in minutes on 2 CPUs
 
@@ -45,6 +54,7 @@ class SweepOptions:
     robovlms: dict[str, Any] | None = None  # its contents (parents merged), for export
     confirm: int | None = None  # confirm the top K configurations (None: the space's)
     seeds: int | None = None  # ... with N runs each
+    min_effect: float | None = None  # a tie in practice below it (None: the space's)
 
 
 @dataclass
@@ -129,7 +139,7 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
     scheduler = opts.scheduler or space.scheduler.type
     confirm = confirm_spec(opts, space, task.keys)
 
-    from_file, ignored, file_notes = robovlms_layer(opts, task, space.fixed)
+    from_file, ignored, file_notes, max_steps = robovlms_layer(opts, task, space.fixed)
     notes += file_notes + searched_note(from_file, list(space.params), opts.from_robovlms)
     base = {**space.fixed, **from_file, **opts.sets}
     for option, key in task.cli_keys.items():
@@ -175,6 +185,11 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
             for c, p in zip(candidates, plans, strict=True)
             if p["steps_per_epoch"] == 1
         ]
+        if max_steps is not None:
+            notes.append(steps_note(max_steps, candidates, plans))
+        runs = confirm.top * confirm.seeds  # at most: all taken from below the budget
+        disk = estimate_note(task, candidates[0], data, space.num_trials(), runs)
+        notes += [disk] if disk else []
         if single:
             warnings.append(
                 f"{len(single)} configurations make only one optimizer step per epoch "
@@ -234,11 +249,20 @@ def load_and_plan(
 def confirm_spec(opts: SweepOptions, space: Space, keys: list[str]) -> ConfirmSpec:
     """--confirm/--seeds over the space's `confirm:`; off unless one of them asks."""
     top = space.confirm.top if opts.confirm is None else opts.confirm
-    spec = ConfirmSpec(top=top, seeds=opts.seeds or space.confirm.seeds)
+    min_effect = space.confirm.min_effect if opts.min_effect is None else opts.min_effect
+    try:
+        check_min_effect("--min-effect", min_effect)
+    except SpaceError as exc:
+        raise BadInput(str(exc)) from None
+    spec = ConfirmSpec(top=top, seeds=opts.seeds or space.confirm.seeds, min_effect=min_effect)
     if opts.seeds and not top:
         raise BadInput(f"--seeds {opts.seeds}: nothing to confirm (add --confirm K)")
     if top and "seed" not in keys:
         raise BadInput(f"--confirm: '{space.trainable}' has no 'seed' config key to vary")
     if top and "seed" in space.params:
         raise BadInput(f"{space.path}: params.seed: a searched seed cannot be confirmed")
+    if top > space.num_trials():  # it could never confirm what it promises
+        asked = f"{space.path}: confirm.top {top}"
+        asked = f"--confirm {top}" if opts.confirm is not None else asked
+        raise BadInput(f"{asked}: the sweep has only {space.num_trials()} trials")
     return spec

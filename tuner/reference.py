@@ -20,26 +20,41 @@ def cli_layer(opts: Any, task: Any) -> dict[str, Any]:
     return values
 
 
-def robovlms_layer(opts: Any, task: Any, fixed: dict[str, Any]) -> tuple[dict, list, list]:
-    """(the file's flat values, keys it ignores, notes); ({}, [], []) without a file.
-    Stores the merged file in opts.robovlms (saved with the sweep)."""
+def robovlms_layer(
+    opts: Any, task: Any, fixed: dict[str, Any]
+) -> tuple[dict, list, list, int | None]:
+    """(the file's flat values, keys it ignores, notes, its step budget, which the sweep
+    does not use); ({}, [], [], None) without a file. Stores the merged file in
+    opts.robovlms (saved with the sweep)."""
     if not opts.from_robovlms:
-        return {}, [], []
-    from trainables.mobile_vla.robovlms_import import load_robovlms
-
+        return {}, [], [], None
     source = opts.from_robovlms
-    if task.import_config is None:
+    if task.import_config is None or task.load_reference is None:
         raise BadInput(f"--from-robovlms: trainable '{task.name}' has no RoboVLMs import")
     if opts.robovlms is None:
         try:
-            opts.robovlms = load_robovlms(source)
+            opts.robovlms = task.load_reference(source)
         except ValueError as exc:  # names the file already
             raise BadInput(str(exc)) from None
     try:
         imported = task.import_config(opts.robovlms, fixed, {**opts.sets, **cli_layer(opts, task)})
     except ValueError as exc:
         raise BadInput(f"{source}: {exc}") from None
-    return imported.flat, imported.ignored, list(imported.notes)
+    max_steps = getattr(imported, "max_steps", None)
+    return imported.flat, imported.ignored, list(imported.notes), max_steps
+
+
+def steps_note(max_steps: int, candidates: list[dict], plans: list[dict]) -> str:
+    """What each trial makes instead of the file's step budget: its epochs' steps."""
+    steps = sorted(
+        p["steps_per_epoch"] * int(float(c.get("max_epochs", 1)))
+        for c, p in zip(candidates, plans, strict=True)
+    )
+    shown = f"{steps[0]}" if steps[0] == steps[-1] else f"{steps[0]} to {steps[-1]}"
+    return (
+        f"optimizer steps per trial: {shown} (steps per epoch x max_epochs), not the "
+        f"file's max_steps {max_steps}"
+    )
 
 
 def searched_note(file_values: dict[str, Any], searched: list[str], source: str) -> list[str]:

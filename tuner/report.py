@@ -163,6 +163,12 @@ def axis_ticks(values: list[Any], log: bool) -> list[tuple[float, str]]:
     return [(axis_position(v, values, log), short(v)) for v in distinct]
 
 
+def drawing_order(values: list[float], mode: str) -> list[int]:
+    """Indexes worst first: the best trial's line is drawn last, on top of the others."""
+    sign = 1 if mode == "min" else -1
+    return sorted(range(len(values)), key=lambda i: -sign * values[i])
+
+
 def plot_parallel_coordinates(
     rows: list[TrialRow],
     metric: str,
@@ -193,10 +199,21 @@ def plot_parallel_coordinates(
     best, worst = (min, max) if mode == "min" else (max, min)
     lo, hi = (best(columns[metric]), worst(columns[metric])) if done else (0, 1)
     cmap = plt.get_cmap("viridis")
-    for i, r in enumerate(done):
+    shades = [0.0 if hi == lo else (r.value - lo) / (hi - lo) for r in done]
+    # A marker on the metric axis says at which epoch each trial's value was taken (ASHA
+    # stops trials at different ones).
+    markers = dict(zip(sorted({r.epochs for r in done}), "os^Dv<>p*", strict=False))
+    order = drawing_order([r.value for r in done], mode)
+    for i in order:
         ys = [axis_position(columns[k][i], columns[k], is_log(k)) for k in axes]
-        shade = 0.0 if hi == lo else (r.value - lo) / (hi - lo)
-        ax.plot(range(len(axes)), ys, color=cmap(shade), alpha=0.8, linewidth=1.2)
+        top = i == order[-1]
+        color = cmap(shades[i])
+        ax.plot(range(len(axes)), ys, color=color, alpha=0.8, linewidth=2.4 if top else 1.2)
+        ax.plot(len(axes) - 1, ys[-1], markers.get(done[i].epochs, "o"), color=color, ms=5)
+    for epochs, marker in markers.items():
+        ax.plot([], [], marker, color="grey", label=f"{metric} at epoch {epochs}")
+    if markers:
+        ax.legend(loc="upper right", fontsize=7, frameon=False)
     for x, key in enumerate(axes):
         ax.axvline(x, color="grey", linewidth=0.8)
         if not columns[key]:
@@ -214,7 +231,7 @@ def plot_parallel_coordinates(
     ax.set_yticks([])
     ax.set_ylim(-0.08, 1.1)
     ax.set_xlim(-0.5, len(axes) - 0.8)
-    ax.set_title(f"parallel coordinates (dark = best {metric})")
+    ax.set_title(f"parallel coordinates (dark, on top = best {metric}; marker = its epoch)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the top K configurations again with more seeds (0: off; default: the space's)",
     )
     p.add_argument("--seeds", type=int, metavar="N", help="runs per confirmed configuration")
+    p.add_argument(
+        "--min-effect",
+        type=float,
+        metavar="F",
+        help="a difference below this fraction of the metric is a tie in practice (default 0.01)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the trials and plans, then exit")
     p.add_argument(
         "--from-robovlms",
@@ -113,7 +119,7 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
     )
     model = prep.base.get("model", "tiny")
     shown = ("data_dir", "data_path", "pattern", "model", "max_epochs")
-    fixed = {k: v for k, v in prep.base.items() if k not in shown}
+    fixed = {k: v for k, v in prep.base.items() if k not in shown and k not in prep.searched}
     lines = [
         f"vla-tune sweep {storage.name}",
         f"  space      {space.name} ({space.path}): {space.num_trials()} trials, "
@@ -132,7 +138,8 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
         "  confirm    "
         + (
             f"top {prep.confirm.top} x {prep.confirm.seeds} seeds "
-            f"({prep.confirm.top * (prep.confirm.seeds - 1)} more runs after the search)"
+            f"({prep.confirm.top * (prep.confirm.seeds - 1)} more runs after the search; "
+            f"a tie in practice below {prep.confirm.min_effect * 100:g}%)"
             if prep.confirm.top
             else "off (--confirm K to train the top K again with more seeds)"
         ),

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 import search_spaces
+from tuner.verdict import DEFAULT_MIN_EFFECT
 
 SPACES_DIR = Path(search_spaces.__file__).resolve().parent  # shipped as package data
 SEARCHES = ("grid", "random", "optuna")
@@ -32,7 +33,7 @@ TOP_KEYS = {
     "fixed", "scheduler", "confirm",
 }  # fmt: skip
 SCHEDULER_KEYS = {"type", "max_t", "grace_period", "reduction_factor"}
-CONFIRM_KEYS = {"top", "seeds"}
+CONFIRM_KEYS = {"top", "seeds", "min_effect"}
 FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -68,6 +69,9 @@ class ConfirmSpec:
 
     top: int = 0
     seeds: int = 3
+    # a difference whose whole interval is under this fraction of the best's mean is a
+    # tie in practice, however well the seeds agree (tuner/verdict.py)
+    min_effect: float = DEFAULT_MIN_EFFECT
 
 
 @dataclass
@@ -190,7 +194,14 @@ def _confirm(where: str, spec: Any) -> ConfirmSpec:
         value = getattr(confirm, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise SpaceError(f"{where}.{key}: expected an integer >= {least}, got {value!r}")
+    check_min_effect(f"{where}.min_effect", confirm.min_effect)
     return confirm
+
+
+def check_min_effect(where: str, value: Any) -> None:
+    """A fraction of the metric: 0 (off) up to, not including, 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise SpaceError(f"{where}: expected a fraction of the metric in [0, 1), got {value!r}")
 
 
 def load_space(name_or_path: str) -> Space:

@@ -3,10 +3,13 @@ which trial checkpoints stay.
 
 Checkpoints: Ray writes its snapshot of a sweep (which checkpoint each trial resumes from)
 asynchronously, so a driver killed mid-sweep can leave a snapshot that names an older
-checkpoint than a trial's newest. Were that one deleted (`num_to_keep`), `--resume` would
-fail with "Could not recover from checkpoint". So Ray keeps every checkpoint while a Tuner
-runs, and `keep_latest_checkpoints` prunes once `fit()` has returned: Ray has then written
-its final snapshot and waited for it, and that names each trial's latest.
+checkpoint than a trial's newest; were that one deleted, `--resume` would fail with "Could
+not recover from checkpoint". So while a Tuner runs each trial keeps its latest
+KEEP_WHILE_RUNNING (two) checkpoints: with `num_to_keep` set, Ray forces a snapshot as soon
+as a trial has saved that many since the last one, so a lagging snapshot names at most the
+one before the newest, which is still there. `keep_latest_checkpoints` prunes to one once
+`fit()` has returned: Ray has then written its final snapshot and waited for it, and that
+names each trial's latest.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tuner.checks import BadInput, check_name
 SWEEP_FILE = "vla_tune.json"  # the sweep's options: --resume and export read them
 BEST_FILE = "best.json"  # the best trial: export and evaluate start from it
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray's name for a trial's checkpoint folders
+KEEP_WHILE_RUNNING = 2  # checkpoints per trial while a phase runs (the module says why)
 
 
 class Storage:
@@ -127,3 +131,18 @@ def keep_latest_checkpoints(results: Any) -> int:
                 result.filesystem.delete_dir(info.path)
                 deleted += 1
     return deleted
+
+
+def checkpoint_disk(results: Any) -> tuple[int, int]:
+    """(checkpoint folders, their bytes) of a Tuner's trials, as they are on storage."""
+    count = size = 0
+    for result in results:
+        selector = pyarrow.fs.FileSelector(result.path, allow_not_found=True)
+        for info in result.filesystem.get_file_info(selector):
+            if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(
+                CHECKPOINT_PREFIX
+            ):
+                count += 1
+                inside = pyarrow.fs.FileSelector(info.path, recursive=True)
+                size += sum(f.size or 0 for f in result.filesystem.get_file_info(inside))
+    return count, size

@@ -111,6 +111,7 @@ def confirmed_record(confirmed: confirm.Confirmed) -> dict[str, Any]:
     stats = verdict.config_stats(confirmed.runs[0])
     return {
         "verdict": confirmed.line,
+        "min_effect": confirmed.min_effect,
         "seeds": confirmed.runs[0].seeds,
         "values": stats.values,
         "mean": stats.mean,

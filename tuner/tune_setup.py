@@ -7,12 +7,14 @@ Ray is imported by the caller first (tuner.run starts it); nothing here starts a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from tuner import experiment
+from tuner.disk import human_bytes
 from tuner.prepare import Prepared
-from tuner.storage import Storage, keep_latest_checkpoints
+from tuner.storage import KEEP_WHILE_RUNNING, Storage, checkpoint_disk, keep_latest_checkpoints
 
 
 def make_trainable(prep: Prepared, data: Any, cpu: float, gpu: float) -> Any:
@@ -60,6 +62,10 @@ def fit(
     from tuner.live import LiveView
     from tuner.tracking import MLflowTrialCallback
 
+    # Ray forces a snapshot each time a trial has saved KEEP_WHILE_RUNNING checkpoints
+    # since the last one (that is what keeps it naming a kept checkpoint) and warns that it
+    # does so often when epochs are short: wanted here, so not worth a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     uri = f"{phase.storage_path.rstrip('/')}/{phase.name}"
     fs = storage.filesystem
     if resume and tune.Tuner.can_restore(uri, storage_filesystem=fs):
@@ -89,8 +95,9 @@ def fit(
                 storage_path=phase.storage_path,
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=2),
-                # All, while it runs: tuner.storage says why; pruned below.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                # The latest two per trial while it runs (tuner.storage says why two);
+                # the latest one after, below.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_WHILE_RUNNING),
                 callbacks=[
                     MLflowTrialCallback(tracking, metric, max_t, name_fn, prep.searched, phase.tag),
                     LiveView(metric, mode, phase.num_trials, max_t, name_fn),
@@ -101,6 +108,12 @@ def fit(
         )
     results = tuner.fit()
     keep_latest_checkpoints(results)
+    count, size = checkpoint_disk(results)
+    print(
+        f"checkpoints ({phase.tag}): {count} kept, {human_bytes(size)} on disk "
+        f"(the latest of each trial; at most {KEEP_WHILE_RUNNING} per trial while it ran)",
+        flush=True,
+    )
     return results
 
 

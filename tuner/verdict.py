@@ -7,6 +7,11 @@ the mean and the standard deviation over seeds. For the best against another: pe
 the per-episode differences averaged over the episodes (pairing on the same episodes
 cancels how hard each episode is), then a 95% t-interval over the seeds, so the interval
 is as wide as the seed noise. An interval that holds 0 means: not separable.
+
+Significance is not size: with agreeing seeds a difference of 0.01% of the loss is
+"separable", and still no reason to prefer one configuration. So every difference is also
+given relative to the best's mean, and one whose whole interval lies within the practical
+threshold (`min_effect`, a fraction of the best's mean) reads "tied in practice".
 """
 
 from __future__ import annotations
@@ -16,20 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Two-sided 95% quantiles of Student's t by degrees of freedom (no scipy needed).
-T95 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-    9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042,
-}  # fmt: skip
+DEFAULT_MIN_EFFECT = 0.01  # a difference under 1% of the metric does not matter in practice
 
 
 def t95(df: int) -> float:
-    """The 95% t quantile; between table entries the next smaller df (a wider interval)."""
+    """The two-sided 95% quantile of Student's t with `df` degrees of freedom."""
     if df < 1:
         return math.nan
-    if df > 30:
-        return 1.96
-    return T95[max(d for d in T95 if d <= df)]
+    from scipy.stats import t  # here: scipy costs a second, only a verdict needs it
+
+    return float(t.ppf(0.975, df))
 
 
 @dataclass
@@ -62,10 +63,20 @@ class Comparison:
     low: float
     high: float
     seeds: int
+    scale: float = math.nan  # the best's mean: what relative differences divide by
 
     @property
     def separable(self) -> bool:
         return self.low > 0
+
+    @property
+    def relative(self) -> float:
+        return self.diff / abs(self.scale) if self.scale else math.nan
+
+    def negligible(self, min_effect: float) -> bool:
+        """The whole interval is smaller than `min_effect` of the best's mean."""
+        bound = min_effect * abs(self.scale)
+        return bound > 0 and -bound < self.low and self.high < bound
 
 
 def config_stats(runs: Runs) -> ConfigStats:
@@ -93,14 +104,32 @@ def paired(best: Runs, other: Runs, mode: str) -> Comparison:
                 )
             diffs = sign * (np.asarray(by_seed[seed]) - np.asarray(episodes))
             per_seed.append(float(diffs.mean()))
-    n = len(per_seed)
+    n, scale = len(per_seed), config_stats(best).mean
     if n == 0:
-        return Comparison(other.name, math.nan, math.nan, math.nan, 0)
+        return Comparison(other.name, math.nan, math.nan, math.nan, 0, scale)
     diff = float(np.mean(per_seed))
     if n == 1:
-        return Comparison(other.name, diff, math.nan, math.nan, 1)
+        return Comparison(other.name, diff, math.nan, math.nan, 1, scale)
     half = t95(n - 1) * float(np.std(per_seed, ddof=1)) / math.sqrt(n)
-    return Comparison(other.name, diff, diff - half, diff + half, n)
+    return Comparison(other.name, diff, diff - half, diff + half, n, scale)
+
+
+def number(value: float) -> str:
+    """4 decimals, as the metric is shown, unless that would read 0.0000."""
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def percent(fraction: float) -> str:
+    value = 100 * abs(fraction)
+    return f"{value:.0f}%" if value >= 10 else f"{value:.2g}%"
+
+
+def difference(c: Comparison) -> str:
+    """`0.0110 (5.4%) [0.0060, 0.0160]`: the difference, relative to the best, interval."""
+    text = f"{number(c.diff)} ({percent(c.relative)})"
+    if not math.isnan(c.low):
+        text += f" [{number(c.low)}, {number(c.high)}]"
+    return text
 
 
 def cannot_rank(all_runs: list[Runs]) -> bool:
@@ -109,8 +138,11 @@ def cannot_rank(all_runs: list[Runs]) -> bool:
     return len(all_runs) > 1 and max(values) == min(values)
 
 
-def verdict(all_runs: list[Runs], metric: str, mode: str) -> str:
-    """The one line: the best, its seed spread, and whether it beats the runner-up."""
+def verdict(
+    all_runs: list[Runs], metric: str, mode: str, min_effect: float = DEFAULT_MIN_EFFECT
+) -> str:
+    """The one line: the best, its seed spread, and whether it beats the runner-up by
+    more than seed noise (significance) and by more than `min_effect` (size)."""
     if not all_runs:
         return "no configuration to confirm"
     order = ranked(all_runs, mode)
@@ -124,12 +156,17 @@ def verdict(all_runs: list[Runs], metric: str, mode: str) -> str:
     if len(order) == 1:
         return line
     runner = paired(order[0], order[1], mode)
-    if runner.separable:
+    if runner.negligible(min_effect):
         return (
-            f"{line}; ahead of {runner.other} by {runner.diff:.3g} "
-            f"[{runner.low:.3g}, {runner.high:.3g}]"
+            f"{line}; tied in practice with {runner.other}: the difference "
+            f"({percent(runner.relative)}) is below {percent(min_effect)}"
         )
-    return f"{line}; not separable from {runner.other}: the difference is within seed noise"
+    if runner.separable:
+        return f"{line}; ahead of {runner.other} by {difference(runner)}"
+    return (
+        f"{line}; not separable from {runner.other}: the difference "
+        f"{number(runner.diff)} ({percent(runner.relative)}) is within seed noise"
+    )
 
 
 def search_tie(values: list[float], metric: str) -> str | None:

@@ -103,7 +103,11 @@ def test_evaluate_the_sweep_writes_plots_summary_and_mlflow_artifacts(sweep, dem
     frames = summary["overall"]["frames"]
     assert frames == sum(e["frames"] for e in episodes) == 36
     assert sum(sum(row) for row in summary["confusion"]["counts"]) == frames
-    assert "overall" in run.stdout and "mae_linear_x" in run.stdout
+    assert "overall" in run.stdout and "mae_linear_x (base)" in run.stdout
+    # Beside each score, the baseline of a policy blind to the frames.
+    base = summary["overall"]["baseline"]
+    assert set(base["mae"]) == {"linear_x", "linear_y"} and 0 < base["direction_acc"] <= 1
+    assert "the most frequent direction" in run.stdout
 
     # The numbers: the same checkpoint, loaded the user's way, frame by frame on raw files.
     best = best_of(results)

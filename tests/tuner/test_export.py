@@ -12,6 +12,7 @@ from tests.services import cli
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, CONFIG_FILE, HEAD_FILE
 from trainables.mobile_vla.inference import Policy
 from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
+from tuner.export import EXPORT_RECORD
 from tuner.storage import BEST_FILE, Storage
 
 
@@ -55,10 +56,12 @@ def test_exports_a_local_checkpoint(tmp_path, checkpoint, demo_dir):
     out = tmp_path / "out"
     assert json.loads((out / "config.json").read_text())["learning_rate"] == 1e-3
     # backbone/: the tiny model's random weights and tokenizer, rebuilt from the episodes;
-    # the checkpoint's files but its optimizer state.
+    # the checkpoint's files but its optimizer state; export.json names the trainable.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [ADAPTER_DIR, "backbone", "config.json", CONFIG_FILE, HEAD_FILE, TRIAL_CONFIG_FILE]
-    )
+        [ADAPTER_DIR, "backbone", "config.json", CONFIG_FILE, HEAD_FILE, TRIAL_CONFIG_FILE,
+         EXPORT_RECORD]
+    )  # fmt: skip
+    assert json.loads((out / EXPORT_RECORD).read_text())["trainable"] == "mobile_vla"
     assert (out / "backbone" / "tokenizer.json").is_file()
     exported, trained = Policy.from_export(out), Policy.from_checkpoint(checkpoint)
     assert torch.equal(exported.model.action_token, trained.model.action_token)

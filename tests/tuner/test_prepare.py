@@ -8,6 +8,7 @@ from tests.tuner.conftest import SMALL_GRID, run_main
 from tuner.checks import BadInput
 from tuner.prepare import SweepOptions, prepare
 from tuner.run import main, print_header
+from tuner.spaces import ConfirmSpec
 from tuner.storage import Storage
 
 
@@ -103,3 +104,22 @@ def test_confirmation_comes_from_the_space_and_the_options(
     assert "confirm    off" in capsys.readouterr().out
     assert main([*args, "--seeds", "1"]) == 2
     assert "error: --seeds must be >= 2" in capsys.readouterr().err
+    # The practical threshold: 1% by default, the space's `confirm: {min_effect}`, the option.
+    opts = SweepOptions(space="grid_robovlms", data_dir=str(demo_dir))
+    assert prepare(opts, load_data=False).confirm.min_effect == 0.01
+    tight = write_space(SMALL_GRID + "confirm: {top: 2, min_effect: 0.002}\n", "tight.yaml")
+    assert prepare(SweepOptions(space=str(tight), data_dir=str(demo_dir)), False).confirm == (
+        ConfirmSpec(top=2, seeds=3, min_effect=0.002)
+    )
+    opts = SweepOptions(space=str(tight), data_dir=str(demo_dir), min_effect=0.05)
+    assert prepare(opts, load_data=False).confirm.min_effect == 0.05
+    assert main([*args, "--confirm", "5"]) == 2  # SMALL_GRID: 4 trials
+    assert capsys.readouterr().err == "error: --confirm 5: the sweep has only 4 trials\n"
+    few = write_space(SMALL_GRID + "confirm: {top: 3}\n", "few.yaml")
+    code = main([*sweep_args(few, "--dry-run"), "--set", "weight_decay=0"])  # 2 trials left
+    assert code == 2
+    assert capsys.readouterr().err == f"error: {few}: confirm.top 3: the sweep has only 2 trials\n"
+    assert main([*args, "--confirm", "2", "--min-effect", "1.5"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --min-effect: expected a fraction of the metric in [0, 1), got 1.5\n"
+    )

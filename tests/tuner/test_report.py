@@ -60,6 +60,13 @@ def test_learning_rate_axis_is_logarithmic_with_the_grid_values_as_ticks(write_s
     assert path.stat().st_size > 10_000
 
 
+def test_the_best_trial_is_drawn_last_on_top():
+    from tuner.report import drawing_order
+
+    assert drawing_order([0.3, 0.1, 0.2], "min") == [0, 2, 1]
+    assert drawing_order([0.3, 0.1, 0.2], "max") == [1, 2, 0]
+
+
 def test_loguniform_parameters_are_log_scaled(write_space):
     space = space_over(
         write_space,

@@ -66,7 +66,7 @@ def test_top_level_window_overwrites_the_heads():
         ({"scheduler": "step"}, "scheduler: 'step'"),
         ({"trainer": {"precision": "64"}}, "trainer.precision: '64'"),
         ({"warmup_steps": 500}, "warmup_steps: 500"),
-        ({"trainer": {"max_steps": 1000}}, "trainer.max_steps: 1000"),
+        ({"trainer": {"max_steps": 2.5}}, "trainer.max_steps: 2.5"),
         ({"norm_action": False}, "norm_action: False"),
         ({"norm_min": -1.0}, "norm_min: -1.0"),
         ({"trainer": {"devices": "auto"}}, "trainer.devices: 'auto'"),
@@ -223,6 +223,42 @@ def test_gradient_checkpointing_comes_from_the_file_and_goes_back_to_it(
     flat = {**reference_flat(MOBILE), "gradient_checkpointing": True}
     assert to_robovlms(flat, reference=original) == raw  # only that value changed
     assert to_robovlms(reference_flat(path), reference=raw) == raw
+
+
+def test_max_steps_beside_max_epochs_is_noted_and_exported_as_minus_one(
+    capsys, sweep_args, write_space, tmp_path
+):
+    """A fork's config sets both (Lightning stops at whichever comes first): the sweep
+    trains epochs, says how many steps that is, and the export lifts the step cap."""
+    raw = load_robovlms(MOBILE)
+    raw["trainer"] = {**raw["trainer"], "max_epochs": 1, "max_steps": 100}
+    path = tmp_path / "fork.json"
+    path.write_text(json.dumps(raw))
+    args = sweep_args(
+        write_space(SMALL_GRID), "--from-robovlms", str(path), "--model", "tiny",
+        "--dry-run", "--json", "--set", "batch_size=8",
+    )  # fmt: skip
+    doc = dry_run_json(capsys, args)
+    assert all(trial["max_epochs"] == 1 for trial in doc["trials"])
+    steps = {plan["steps_per_epoch"] for plan in doc["plans"]}
+    assert len(steps) == 1 and steps.pop() > 1  # one batch size: one step count
+    notes = "\n".join(doc["notes"])
+    assert "trainer.max_steps 100: not used" in notes and "max_steps: -1" in notes
+    per_trial = doc["plans"][0]["steps_per_epoch"] * 1
+    assert f"optimizer steps per trial: {per_trial} (steps per epoch x max_epochs)" in notes
+    exported = to_robovlms({**reference_flat(path), "learning_rate": 3e-3}, reference=raw)
+    assert exported["trainer"]["max_steps"] == -1
+    assert exported["trainer"]["max_epochs"] == 1 and exported["learning_rate"] == 3e-3
+
+
+def test_header_fixed_line_holds_only_keys_that_are_fixed(capsys, sweep_args, write_space):
+    args = sweep_args(
+        write_space(SMALL_GRID), "--from-robovlms", str(MOBILE), "--model", "tiny", "--dry-run"
+    )
+    assert main(args) == 0
+    fixed = next(line for line in capsys.readouterr().out.splitlines() if "  fixed  " in line)
+    assert "window_size=16" in fixed  # the file's value of a key the space does not search
+    assert "learning_rate=" not in fixed and "weight_decay=" not in fixed  # searched
 
 
 def test_json_needs_dry_run(capsys, sweep_args, write_space):

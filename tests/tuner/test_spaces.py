@@ -80,6 +80,10 @@ def test_shipped_spaces_load_and_use_real_keys():
             "confirm.best: unknown key",
         ),
         ("trainable: mobile_vla\nmetric: m\nparams: {a: [1]}\nconfirm: 3\n", "confirm: expected"),
+        (
+            "trainable: mobile_vla\nmetric: m\nparams: {a: [1]}\nconfirm: {min_effect: 5}\n",
+            "confirm.min_effect: expected a fraction of the metric in [0, 1), got 5",
+        ),
         ("trainable: [unclosed\n", "not valid YAML (line 2)"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
     ],

@@ -84,6 +84,14 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert "4 trials:" in out and "stopped early by ASHA, 0 failed" in out
     # Short epochs force Tune's state snapshots often; its warning about that is noise.
     assert "snapshotting has been triggered" not in out + run.stderr
+    # Disk: estimated in the header, measured at the end (one checkpoint kept per trial).
+    assert "checkpoints: ~" in out and "up to 8 at once" in out and "4 kept after" in out
+    kept = list((tmp_path / "results" / "small").glob("*/checkpoint_*"))
+    on_disk = sum(f.stat().st_size for k in kept for f in k.rglob("*") if f.is_file())
+    assert len(kept) == 4
+    from tuner.disk import human_bytes
+
+    assert f"checkpoints (search): 4 kept, {human_bytes(on_disk)} on disk" in out
     best_json = json.loads((tmp_path / "results" / "small" / "best.json").read_text())
     assert best_json["mlflow_run_id"] == best[0].info.run_id
     assert best_json["value"] == pytest.approx(min(c.data.metrics["val_loss"] for c in children))
@@ -149,12 +157,14 @@ def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     sweep_args, write_space, tmp_path
 ):
     """Ray uploads its snapshot of a sweep asynchronously, so a killed driver can leave one
-    naming an older checkpoint than a trial's newest. Made to happen: trial 1 holds after
-    its first epoch (the snapshot then names checkpoint_000000; it is saved), then after its
-    third, while trial 2 waits its turn; the driver is killed and the saved snapshot put back."""
+    naming the checkpoint before a trial's newest; a trial keeps its latest two while the
+    sweep runs, so that one is still there. Made to happen: trial 1 holds after its second
+    epoch (the snapshot then names checkpoint_000001; it is saved), then after its third,
+    while trial 2 waits its turn; the driver is killed and the saved snapshot put back."""
     experiment = tmp_path / "results" / "killed"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    hold = tmp_path / "hold"  # missing: a trial waits after each report
+    hold = tmp_path / "hold"
+    hold.write_text("1")  # a trial goes on after its first report and holds after its second
     args = sweep_args(
         write_space(TWO_TRIALS_IN_TURN), "--name", "killed", "--max-concurrent", "1",
         "--scheduler", "fifo",
@@ -165,21 +175,27 @@ def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     saved = tmp_path / "saved-snapshot"
     try:
         # Copied until the copy parses and names it: Ray may be rewriting the file.
-        wait_for(driver, lambda: save_snapshot(experiment, saved) == "checkpoint_000000",
-                 "a saved snapshot naming the first checkpoint")  # fmt: skip
+        wait_for(driver, lambda: save_snapshot(experiment, saved) == "checkpoint_000001",
+                 "a saved snapshot naming the second checkpoint")  # fmt: skip
         hold.write_text("2")  # trial 1 goes on, and holds after its third (last) epoch
         wait_for(driver, lambda: snapshot_checkpoints(experiment)[0] == "checkpoint_000002",
                  "a snapshot naming the third checkpoint")  # fmt: skip
+        # While it runs, a trial keeps its latest two checkpoints.
+        trial = next(p.parent for p in experiment.glob("*/checkpoint_000002"))
+        assert sorted(p.name for p in trial.glob("checkpoint_*")) == [
+            "checkpoint_000001", "checkpoint_000002",
+        ]  # fmt: skip
     finally:
         kill_group(driver)
     for file in saved.iterdir():
         shutil.copy2(file, experiment / file.name)
-    assert snapshot_checkpoints(experiment) == ["checkpoint_000000"]  # trial 2: not yet
+    assert snapshot_checkpoints(experiment) == ["checkpoint_000001"]  # trial 2: not yet
 
     resumed = cli(
         "tuner.run", "--resume", "--name", "killed", "--storage-path", tmp_path / "results"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoints (search): 2 kept, " in resumed.stdout
     assert "image features: " in resumed.stdout and ", reused" in resumed.stdout
     client, parents, children = sweep_runs(uri)
     assert len(parents) == 1 and len(children) == 2  # same runs, none duplicated

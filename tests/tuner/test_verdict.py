@@ -32,7 +32,7 @@ def test_a_clear_winner_is_ahead_with_a_t_interval():
         Runs("lr=2e-05", SEEDS, shifted([0.020, 0.021, 0.019])),
     )
     comparison = paired(best, other, "min")
-    half = 4.303 * 0.001 / math.sqrt(3)  # t(2) x sd of the per-seed differences / sqrt(3)
+    half = 4.302653 * 0.001 / math.sqrt(3)  # t(2) x sd of the per-seed differences / sqrt(3)
     assert comparison.diff == pytest.approx(0.020)
     assert comparison.low == pytest.approx(0.020 - half)
     assert comparison.high == pytest.approx(0.020 + half)
@@ -40,8 +40,9 @@ def test_a_clear_winner_is_ahead_with_a_t_interval():
     # The episodes' own spread (0.10 vs 0.30) does not widen the paired interval.
     assert verdict([other, best], "val_loss", "min") == (
         "best lr=1e-04: val_loss 0.2000 +- 0.0100 (3 seeds); "
-        "ahead of lr=2e-05 by 0.02 [0.0175, 0.0225]"
+        "ahead of lr=2e-05 by 0.0200 (10%) [0.0175, 0.0225]"
     )
+    assert comparison.relative == pytest.approx(0.1)  # of the best's mean 0.20
 
 
 def test_a_difference_within_seed_noise_is_not_separable():
@@ -51,8 +52,28 @@ def test_a_difference_within_seed_noise_is_not_separable():
     assert comparison.low < 0 < comparison.high and not comparison.separable
     assert verdict([best, other], "val_loss", "min") == (
         "best a: val_loss 0.2000 +- 0.0100 (3 seeds); "
-        "not separable from b: the difference is within seed noise"
+        "not separable from b: the difference 0.0010 (0.5%) is within seed noise"
+    )  # the interval reaches beyond 1% of 0.20 on both sides: it may still matter
+
+
+def test_a_separable_difference_below_the_practical_threshold_is_a_tie_in_practice():
+    best, other = Runs("a", SEEDS, BEST), Runs("b", SEEDS, shifted([2e-5, 2.1e-5, 1.9e-5]))
+    comparison = paired(best, other, "min")
+    assert comparison.separable  # the seeds agree: beyond seed noise ...
+    assert comparison.high < 0.01 * 0.20  # ... and far below 1% of the metric
+    tied = "best a: val_loss 0.2000 +- 0.0100 (3 seeds); tied in practice with b: "
+    assert verdict([best, other], "val_loss", "min") == (
+        tied + "the difference (0.01%) is below 1%"
     )
+    assert verdict([best, other], "val_loss", "min", min_effect=0.0) == (
+        "best a: val_loss 0.2000 +- 0.0100 (3 seeds); "
+        "ahead of b by 2.00e-05 (0.01%) [1.75e-05, 2.25e-05]"
+    )  # threshold off: significance alone
+    # Not separable, but the whole interval is within 1%: small whichever way it goes.
+    noisy = Runs("b", SEEDS, shifted([0.0005, -0.0005, 0.0003]))
+    assert not paired(best, noisy, "min").separable
+    assert verdict([best, noisy], "val_loss", "min").startswith(tied)
+    assert not verdict([best, noisy], "val_loss", "min", min_effect=0.001).startswith(tied)
 
 
 def test_mode_max_and_pairing_by_seed():
@@ -76,5 +97,8 @@ def test_all_equal_values_cannot_rank_and_a_tied_search_says_so():
 
 
 def test_t_quantiles():
-    assert t95(2) == 4.303 and t95(11) == 2.228 and t95(100) == 1.96
+    # Exact quantiles (scipy), not a table: df 11 and 100 fall between any table's rows.
+    assert t95(2) == pytest.approx(4.3027, abs=1e-4)
+    assert t95(11) == pytest.approx(2.2010, abs=1e-4)
+    assert t95(100) == pytest.approx(1.9840, abs=1e-4)
     assert math.isnan(t95(0))

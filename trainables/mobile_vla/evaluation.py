@@ -78,52 +78,101 @@ def confusion(
     return [labels[i] for i in used], counts[np.ix_(used, used)]
 
 
-def scores(commanded: np.ndarray, predicted: np.ndarray, names: tuple[str, ...], bound: float):
-    """Per-dim MAE (original units) of row 0 and the per-element direction accuracy."""
+@dataclass
+class Baseline:
+    """A policy that ignores the frames, fitted to the evaluated commands: each
+    dimension's mean (for MAE) and the most frequent direction (for direction accuracy).
+    A score no better than its baseline's is a flat policy's."""
+
+    mean: np.ndarray  # (A,) original units
+    direction: np.ndarray  # (A,) signs: the most frequent commanded direction
+
+    @classmethod
+    def fit(cls, commanded: np.ndarray, bound: float) -> Baseline:
+        signs, counts = np.unique(direction_signs(commanded, bound), axis=0, return_counts=True)
+        return cls(commanded.mean(axis=0), signs[int(np.argmax(counts))])
+
+
+def scores(
+    commanded: np.ndarray,
+    predicted: np.ndarray,
+    names: tuple[str, ...],
+    bound: float,
+    baseline: Baseline,
+):
+    """Per-dim MAE (original units) of row 0 and the per-element direction accuracy, each
+    beside the baseline's."""
     now = predicted[:, 0]
     mae = np.abs(now - commanded).mean(axis=0)
-    agree = direction_signs(now, bound) == direction_signs(commanded, bound)
+    commanded_signs = direction_signs(commanded, bound)
+    agree = direction_signs(now, bound) == commanded_signs
     return {
         "frames": len(commanded),
         "mae": {n: float(v) for n, v in zip(names, mae, strict=True)},
         "direction_acc": float(agree.mean()),
+        "baseline": {
+            "mae": {
+                n: float(v)
+                for n, v in zip(names, np.abs(commanded - baseline.mean).mean(axis=0), strict=True)
+            },
+            "direction_acc": float((commanded_signs == baseline.direction).mean()),
+        },
     }
 
 
 def summarize(
     results: list[EpisodeResult], action_names: tuple[str, ...], bound: float
 ) -> dict[str, Any]:
-    """summary.json's numbers: per episode and over all frames of all episodes."""
+    """summary.json's numbers: per episode and over all frames of all episodes, each with
+    the baseline fitted to all evaluated frames."""
+    commanded = np.concatenate([r.commanded for r in results])
+    baseline = Baseline.fit(commanded, bound)
     episodes = [
         {"episode": r.name, "instruction": r.instruction,
-         **scores(r.commanded, r.predicted, action_names, bound)}
+         **scores(r.commanded, r.predicted, action_names, bound, baseline)}
         for r in results
     ]  # fmt: skip
     overall = scores(
-        np.concatenate([r.commanded for r in results]),
+        commanded,
         np.concatenate([r.predicted for r in results]),
         action_names,
         bound,
+        baseline,
     )
     return {
         "action_names": list(action_names),
         "action_bound": bound,
         "deadband": DIRECTION_DEADBAND * bound,
+        "baseline": {
+            "mean": {n: float(v) for n, v in zip(action_names, baseline.mean, strict=True)},
+            "direction": direction_label(baseline.direction, action_names),
+            "what": "predicting each dimension's mean (MAE) and always the most frequent "
+            "direction (direction_acc), over the evaluated frames",
+        },
         "overall": overall,
         "episodes": episodes,
     }
 
 
 def table(summary: dict[str, Any]) -> str:
+    """Scores per episode and overall, each with its baseline in parentheses."""
     names = summary["action_names"]
-    headers = ["episode", "frames", *(f"mae_{n}" for n in names), "dir_acc"]
+    headers = ["episode", "frames", *(f"mae_{n} (base)" for n in names), "dir_acc (base)"]
 
     def line(label: str, s: dict) -> list[str]:
-        return [label, str(s["frames"]), *(f"{s['mae'][n]:.4f}" for n in names),
-                f"{s['direction_acc']:.3f}"]  # fmt: skip
+        base = s["baseline"]
+        return [label, str(s["frames"]),
+                *(f"{s['mae'][n]:.4f} ({base['mae'][n]:.4f})" for n in names),
+                f"{s['direction_acc']:.3f} ({base['direction_acc']:.3f})"]  # fmt: skip
 
     body = [line(e["episode"], e) for e in summary["episodes"]]
     body.append(line("overall", summary["overall"]))
     widths = [max(len(h), *(len(b[c]) for b in body)) for c, h in enumerate(headers)]
     rows = [headers, *body]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
+    text = "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
+    base = summary["baseline"]
+    means = ", ".join(f"{n} {v:.3f}" for n, v in base["mean"].items())
+    return (
+        f"{text}\n(base): a policy blind to the frames: each dimension's mean ({means}) and "
+        f"always '{base['direction']}', the most frequent direction"
+    )

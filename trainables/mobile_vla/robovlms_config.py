@@ -133,6 +133,8 @@ def _update(reference: dict[str, Any], flat: dict[str, Any], devices: int | None
         doc.setdefault("trainer", {})["accumulate_grad_batches"] = accumulate
         if devices != imported.devices:
             doc["trainer"]["devices"] = devices
+    if imported.max_steps is not None:  # the sweep chose epochs: a step cap would cut them
+        doc["trainer"]["max_steps"] = -1
     return doc
 
 

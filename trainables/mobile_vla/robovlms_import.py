@@ -64,6 +64,7 @@ class Imported:
     ignored: list[str]  # keys of the file vla-tune has no use for (dotted)
     notes: list[str] = field(default_factory=list)
     devices: int = 1  # trainer.devices as a count: the global batch counts them
+    max_steps: int | None = None  # trainer.max_steps when set: a budget the sweep replaces
 
 
 def load_robovlms(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -174,15 +175,24 @@ def from_robovlms(raw: dict[str, Any]) -> Imported:
         )
     if "gradient_clip_val" in trainer:
         flat["grad_clip"] = trainer["gradient_clip_val"] or 0.0
-    if trainer.get("max_steps") not in (None, -1):
-        raise _refuse("trainer.max_steps", trainer["max_steps"], "vla-tune trains by max_epochs")
+    max_steps = trainer.get("max_steps")
+    if max_steps in (None, -1):
+        max_steps = None
+    else:  # Lightning stops at whichever of max_epochs/max_steps comes first
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise _refuse("trainer.max_steps", max_steps, "expected -1 (none) or a step count")
+        notes.append(
+            f"trainer.max_steps {max_steps}: not used, a sweep's budget is epochs (each "
+            "trial's optimizer steps are below); the export writes trainer.max_steps: -1 so "
+            "that RoboVLMs trains the epochs the sweep chose"
+        )
     devices = device_count(trainer.get("devices"))
     if top.get("batch_size") is not None:
         accumulate = trainer.get("accumulate_grad_batches") or 1
         flat["batch_size"] = _positive_int("batch_size", top["batch_size"]) * _positive_int(
             "trainer.accumulate_grad_batches", accumulate
         ) * devices  # fmt: skip
-    return Imported(flat=flat, ignored=ignored, notes=notes, devices=devices)
+    return Imported(flat, ignored, notes, devices=devices, max_steps=max_steps)
 
 
 def _positive_int(key: str, value: Any) -> int:

@@ -10,7 +10,7 @@ from trainables.mobile_vla.batching_config import frames_per_micro_batch
 from trainables.mobile_vla.dataset import DataConfig, DataError, MobileVLAData, load_dataset
 from trainables.mobile_vla.demo_data import ensure_demo_episodes
 from trainables.mobile_vla.robovlms_config import to_robovlms
-from trainables.mobile_vla.robovlms_import import import_for_sweep
+from trainables.mobile_vla.robovlms_import import import_for_sweep, load_robovlms
 from trainables.mobile_vla.trial_config import SECTIONS, parse_config
 from trainables.task import demo_message, lazy, make_task
 from trainables.training import plan_batches
@@ -64,4 +64,7 @@ TASK = make_task(
     export_config=to_robovlms,
     export_writer=lazy("trainables.mobile_vla.export_model", "prepare_writer"),
     import_config=import_for_sweep,
+    load_reference=load_robovlms,
+    evaluate=lazy("trainables.mobile_vla.evaluate_policy", "evaluate"),
+    checkpoint_bytes=lazy("trainables.mobile_vla.checkpoint_size", "checkpoint_bytes"),
 )
