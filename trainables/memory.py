@@ -7,13 +7,15 @@ process's whole life, and CUDA's peak statistics count since the process started
 statistics; on CPU a background thread samples the resident size from /proc/self/statm
 (psutil is not installed on every GPU box).
 
-When the trial ends its memory goes back: a garbage collection (the model, optimizer
-and features sit in reference cycles: modules hold hooks and parameters that point back),
-CUDA's cached blocks, and glibc's free heap pages. The last matters most on CPU: Ray runs
-each function trial in a new thread, glibc gives threads their own malloc arenas, and
-memory freed in one trial's arena stays mapped in the process while the next trial
-allocates its own (measured at real widths: without `malloc_trim` a worker kept
-~1.2 GB per finished trial).
+When the trial ends its memory goes back: a garbage collection (objects in reference
+cycles, a failed trial's traceback), CUDA's cached blocks, and glibc's free heap pages.
+The last is what held a CPU worker's memory: Ray runs each function trial in a thread of
+its own, glibc serves threads from separate malloc arenas, and pages freed there stay
+resident until `malloc_trim`. Measured (Kosmos-2 at real widths, 1 layer per tower, five
+trials in one worker): without it the worker's resident size at a trial's start grew
+0.57 -> 1.8 -> 2.8 -> 4.0 -> 4.8 GB and the trials peaked at 3.2 -> 6.3 GB; with it the
+start stays at 0.57-0.72 GB and every trial peaks at 3.1-3.6 GB. A garbage collection
+alone changed nothing measurable.
 """
 
 from __future__ import annotations
