@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from trainables.memory import excluded_from_peak
 from trainables.training import Trainer, TrainingError
 
 # A test hook (like Ray's RAY_testing_* variables), never set in a real run: with it set
@@ -106,16 +107,17 @@ def largest_fitting(
     `try_size` (a forward and backward of a worst-case micro-batch of that size) does not
     run out of memory. Raises `out_of_memory(what, ...)` when `smallest` does not fit."""
     size = max(largest, smallest)
-    while True:
-        try:
-            try_size(size)
-            return size
-        except torch.cuda.OutOfMemoryError as exc:
-            message = str(exc)
-        free_memory()
-        if size <= smallest:
-            raise out_of_memory(what, message, device)
-        size = max(smallest, size // 2)
+    with excluded_from_peak(device):
+        while True:
+            try:
+                try_size(size)
+                return size
+            except torch.cuda.OutOfMemoryError as exc:
+                message = str(exc)
+            free_memory()
+            if size <= smallest:
+                raise out_of_memory(what, message, device)
+            size = max(smallest, size // 2)
 
 
 def choice_line(key: str, chosen: int, largest: int) -> str:

@@ -15,7 +15,6 @@ import math
 import pickle
 import random
 import re
-import resource
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -383,12 +382,6 @@ def load_training_state(directory: Path, trainer: Trainer) -> int:
     trainer.load_state_dict(state["trainer"])
     set_rng_state(state["rng"])
     return state["epochs_done"]
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def trial_metrics(

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from trainables.memory import TrialMemory
 from trainables.micro_batch import set_memory_share
 from trainables.training import (
     Trainer,
     load_training_state,
-    peak_memory_mb,
     resolve_device,
     save_training_state,
     trial_metrics,
@@ -97,7 +97,11 @@ class Trial:
 
 def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
     """The task's `train(config, report, data=None, checkpoint_dir=None)`: parse, seed,
-    load the data (unless the tuner shares one copy), build the trial, run its epochs."""
+    load the data (unless the tuner shares one copy), build the trial, run its epochs.
+
+    Everything the trial built lives in `build_and_run`'s frame, so it is unreferenced
+    once that returns (or fails); `TrialMemory` then gives the memory back before the
+    next trial in a reused Ray worker builds, and measures this trial's own peak."""
 
     def train(
         config: dict[str, Any],
@@ -108,9 +112,21 @@ def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
         cfg = trial_class.parse_config(config)
         apply_run_options(cfg.run, cfg.train.device)
         torch.manual_seed(cfg.train.seed)
+        with TrialMemory(resolve_device(cfg.train.device)) as memory:
+            return build_and_run(cfg, config, report, data, checkpoint_dir, memory)
+
+    def build_and_run(
+        cfg: Any,
+        config: dict[str, Any],
+        report: Report,
+        data: Any,
+        checkpoint_dir: str | Path | None,
+        memory: TrialMemory,
+    ) -> dict[str, Any]:
         if data is None:
             data = trial_class.load_dataset(cfg.data)
-        return run_epochs(trial_class(cfg, data), config, report, checkpoint_dir)
+        trial = trial_class(cfg, data)
+        return run_epochs(trial, config, report, checkpoint_dir, memory=memory)
 
     train.__doc__ = f"Run one {trial_class.__name__} to max_epochs (or on from a checkpoint)."
     return train
@@ -133,8 +149,11 @@ def run_epochs(
     flat: dict[str, Any],
     report: Report,
     checkpoint_dir: str | Path | None = None,
+    *,
+    memory: TrialMemory,
 ) -> dict[str, Any]:
-    """Train to max_epochs (or on from a checkpoint); returns the derived values."""
+    """Train to max_epochs (or on from a checkpoint); returns the derived values.
+    `memory` measures since the trial's start: its peak is the trial's `peak_mem_mb`."""
     start_epoch = restore_checkpoint(Path(checkpoint_dir), trial) if checkpoint_dir else 0
     trainer = trial.trainer
     for epoch in range(start_epoch, trainer.cfg.max_epochs):
@@ -155,7 +174,7 @@ def run_epochs(
         metrics["micro_batches_per_step"] = micro / trainer.plan.steps_per_epoch
         metrics |= trial.throughput(work, samples, train_seconds)
         metrics |= trial.validate()
-        metrics["peak_mem_mb"] = peak_memory_mb(trainer.device)
+        metrics["peak_mem_mb"] = memory.peak_mb()
         metrics["derived"] = trial.derived
         with tempfile.TemporaryDirectory(prefix=trial.checkpoint_prefix) as tmp:
             save_checkpoint(Path(tmp), trial, epoch, flat)
