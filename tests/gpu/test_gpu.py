@@ -141,3 +141,18 @@ def test_an_export_predicts_on_cuda(demo_dir, tmp_path):
     got, want = merged.predict(frames, "go forward"), adapter.predict(frames, "go forward")
     assert got.shape == want.shape == (10, 2) and np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=0.05)  # merged fp16 vs adapter under autocast
+
+
+def test_each_trial_in_one_process_has_its_own_memory(demo_dir, tmp_path):
+    """Trials one after another in one process (as in a reused Ray worker): each gives
+    the card back when it ends and reports its own peak, not the process's."""
+    flat = {"data_dir": str(demo_dir), "device": "cuda", "batch_size": 64, "max_epochs": 1,
+            "cache_dir": str(tmp_path)}  # fmt: skip
+    before = torch.cuda.memory_allocated()
+    wide = run_trial({**flat, **WIDE})[-1]["peak_mem_mb"]
+    peaks = []
+    for _ in range(3):
+        peaks.append(run_trial(flat)[-1]["peak_mem_mb"])
+        assert torch.cuda.memory_allocated() <= before + 2**20  # nothing left behind
+    assert peaks[0] < wide / 2  # its own peak, not the wide trial's before it
+    assert peaks[-1] == pytest.approx(peaks[0], rel=0.1)
