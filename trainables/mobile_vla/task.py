@@ -66,5 +66,5 @@ TASK = make_task(
     import_config=import_for_sweep,
     load_reference=load_robovlms,
     evaluate=lazy("trainables.mobile_vla.evaluate_policy", "evaluate"),
-    checkpoint_bytes=lazy("trainables.mobile_vla.checkpoint_size", "checkpoint_bytes"),
+    checkpoint_bytes=lazy("trainables.mobile_vla.saved_size", "checkpoint_bytes"),
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainables.mobile_vla.checkpoint_size import checkpoint_bytes
+from trainables.mobile_vla.saved_size import checkpoint_bytes
 from trainables.mobile_vla.trainable import train
 from trainables.mobile_vla.windows import Windows
 
