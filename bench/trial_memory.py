@@ -2,9 +2,9 @@
 
     python bench/trial_memory.py [--layers 2] [--episodes 16] [-- extra tuner.run arguments]
 
-Writes `--episodes` demo episodes (the collector's format, 720p) and a Kosmos-2 with the
-real widths (vision 1024 at 224 px, text 2048) but `--layers` layers per tower and random
-weights, then runs one sweep on them (`python -m tuner.run --space paper_robovlms
+Writes `--episodes` demo episodes (the collector's format and size, 720x1280) and a
+Kosmos-2 with the real widths (vision 1024 at 224 px, text 2048) but `--layers` layers per
+tower and random weights, then runs one sweep on them (`python -m tuner.run --space paper_robovlms
 --scheduler fifo --confirm 0`, one CPU per trial; extra arguments after `--`). Ray reuses
 each worker process for trial after trial (`reuse_actors=True`). From each trial's
 results it reads `peak_mem_mb` (the trial's own peak: sampled resident size on CPU,
@@ -38,7 +38,7 @@ from trainables.mobile_vla.demo_data import write_demo_episodes
 def write_inputs(root: Path, episodes: int, layers: int) -> tuple[Path, Path]:
     """(episode folder, model folder) for the sweep."""
     data_dir = root / "episodes"
-    write_demo_episodes(data_dir, episodes)
+    write_demo_episodes(data_dir, episodes, height=720, width=1280)  # the collector's size
     paths = list_episodes(data_dir, "episode_*.h5")
     _, instructions, _ = inspect_all(paths, DataConfig(data_dir=str(data_dir)))
     model = root / "kosmos2-widths"

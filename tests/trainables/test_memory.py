@@ -36,6 +36,21 @@ def test_the_peak_counts_from_the_trials_start_not_the_process_life():
     assert start + 135 <= peak <= start + 300, (start, peak)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_peak_counts_from_the_trials_start_and_the_cache_goes_back():
+    cuda = torch.device("cuda")
+    before = torch.empty(256 * MB, dtype=torch.uint8, device=cuda)  # an earlier trial's peak
+    del before  # freed, but kept in the allocator's cache
+    in_use = torch.cuda.memory_allocated(cuda)
+    with TrialMemory(cuda) as memory:
+        block = torch.empty(64 * MB, dtype=torch.uint8, device=cuda)
+        peak = memory.peak_mb()
+        del block
+    assert peak == pytest.approx(in_use / MB + 64, abs=1)
+    cached = torch.cuda.memory_reserved(cuda) - torch.cuda.memory_allocated(cuda)
+    assert cached < 256 * MB  # the earlier trial's block went back to the card
+
+
 def test_a_failed_trial_does_not_keep_what_it_built():
     """The exception's traceback holds the failing frames and their locals (the model);
     TrialMemory clears them, so a worker does not keep a failed trial's model."""
@@ -53,7 +68,7 @@ def test_a_failed_trial_does_not_keep_what_it_built():
     assert built[0]() is None
 
 
-SMALL, LARGE = 128, 1024  # tiny_hidden: the large trial's backbone is ~60x the small's
+SMALL, LARGE = 384, 1024  # tiny_hidden: the large backbone has ~7x the small one's weights
 
 
 def test_each_trial_in_one_reused_worker_reports_its_own_peak(
