@@ -36,7 +36,8 @@ def test_the_peak_counts_from_the_trials_start_not_the_process_life():
     assert start + 135 <= peak <= start + 300, (start, peak)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_peak_counts_from_the_trials_start_and_the_cache_goes_back():
     cuda = torch.device("cuda")
     before = torch.empty(256 * MB, dtype=torch.uint8, device=cuda)  # an earlier trial's peak
