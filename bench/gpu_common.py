@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from trainables.memory import TrialMemory, resident_bytes
+
 # Dense bf16 peaks in TFLOP/s, by a word of the card's name (datasheets; the sparse
 # figures NVIDIA also prints are twice these). The first word found wins.
 PEAK_TFLOPS = (
@@ -55,10 +57,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_mb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
 def outside_allocator_bytes(device: torch.device) -> int:
     """What the process holds on the card besides PyTorch's allocator (CUDA context,
     cuBLAS workspaces): measured, so a budget of "a 24 GB card" subtracts it."""
@@ -95,18 +93,22 @@ class Timing:
 def timed_steps(
     device: torch.device, steps: Sequence[Callable[[], None]], warmup: int = 1
 ) -> Timing:
-    """Run `warmup` untimed steps, then time each of the rest (synchronized)."""
+    """Run `warmup` untimed steps, then time each of the rest (synchronized). Memory as a
+    trial measures its own: CUDA's allocated peak; on a CPU the growth of the resident size
+    over the timed steps (sampled), since weights and data sit in it from before."""
     for step in steps[:warmup]:
         step()
     release(device)
     timing = Timing()
-    for step in steps[warmup:]:
-        sync(device)
-        begin = time.perf_counter()
-        step()
-        sync(device)
-        timing.seconds.append(time.perf_counter() - begin)
-    timing.peak_mb = peak_mb(device)
+    start = resident_bytes() or 0
+    with TrialMemory(device) as memory:
+        for step in steps[warmup:]:
+            sync(device)
+            begin = time.perf_counter()
+            step()
+            sync(device)
+            timing.seconds.append(time.perf_counter() - begin)
+        timing.peak_mb = memory.peak_mb() - (start / 2**20 if device.type == "cpu" else 0)
     return timing
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 
 def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1024:.1f} GiB"
+    if value is None:
+        return "-"
+    return f"{value / 1024:.1f} GiB" if value >= 1024 else f"{value:.0f} MB"
 
 
 def _get(data: dict, *keys: Any) -> Any:
@@ -53,8 +55,9 @@ def a5000_estimate(samples_per_s: float, peak: float) -> str:
 def print_report(data: dict[str, Any]) -> None:
     card = data.get("card", {})
     peak = card.get("peak_tflops")
-    print(f"\n## {card.get('name')} (torch {card.get('torch')}); MFU over "
-          f"{f'{peak:g} TFLOP/s dense bf16' if peak else 'no known peak'}")  # fmt: skip
+    memory = "resident growth" if card.get("name") == "cpu" else "CUDA allocated peak"
+    over = f"{peak:g} TFLOP/s dense bf16" if peak else "no known peak"
+    print(f"\n## {card.get('name')} (torch {card.get('torch')}); MFU over {over}; memory: {memory}")
     summary: dict[str, float] = {}
     rates: dict[tuple[str, str], float] = {}
     rows = [r for key in ("paths_bf16", "paths_fp16", "paths_fp32") for r in data.get(key) or []

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.services import TUNER_ONLY, cli, without_packages
+from tests.services import ROOT, TUNER_ONLY, cli, without_packages
 from trainables.robot_code.demo_data import generate_records
 
 CHECK = (
@@ -61,3 +61,20 @@ def test_robot_code_trains_without_tuner_packages(bare_env, tmp_path):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[-1].startswith("epoch 1/1  train_loss ") and "exact_match" in lines[-1], lines
+
+
+def test_the_gpu_benchmark_runs_without_tuner_packages(bare_env, tmp_path):
+    """bench/gpu.py at its CPU sizes, one part beside the set-up it always runs: the GPU
+    box has none of the tuner's packages either. Its JSON and last line come out."""
+    out = tmp_path / "gpu.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--device", "cpu",
+         "--only", "llama", "--out", str(out)],
+        capture_output=True, text=True, env=bare_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert [r["checkpointing"] for r in results["llama"]] == [False, True]
+    assert all(r["tokens_per_s"] > 0 for r in results["llama"])
+    assert "failed parts" not in run.stdout
+    assert run.stdout.splitlines()[-1].startswith("llama_peak_gib=")
