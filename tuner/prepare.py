@@ -45,6 +45,7 @@ class SweepOptions:
     robovlms: dict[str, Any] | None = None  # its contents (parents merged), for export
     confirm: int | None = None  # confirm the top K configurations (None: the space's)
     seeds: int | None = None  # ... with N runs each
+    time_budget: float | None = None  # seconds; None: the space's (a resume: none)
 
 
 @dataclass

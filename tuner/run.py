@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tuner import budget, forecast
 from tuner.checks import BadInput, trial_resources
 from tuner.experiment import describe_config
 from tuner.plan_json import dry_run_json
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a RoboVLMs config: its values are the sweep's base (the space searches, --set wins)",
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON document")
+    p.add_argument(
+        "--time-budget",
+        type=budget.budget_option,
+        metavar="2h",
+        help="stop the sweep after this long (s, m, h: 90m, 1h30m); --resume continues",
+    )
     return p
 
 
@@ -181,7 +188,13 @@ def precompute(prep: Prepared, gpu: float) -> Any:
     return data
 
 
-def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
+def run(
+    prep: Prepared,
+    storage: Storage,
+    mlflow_uri: str,
+    resume: bool,
+    fc: forecast.Forecast | None = None,
+) -> int:
     """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
     quiet_tune_output()
     import ray
@@ -198,6 +211,10 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
         cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
         if not resume:
             storage.write_json(SWEEP_FILE, dataclasses.asdict(opts))
+        if fc is None:  # a cluster: measured there, on one trial's resources
+            measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
+            fc = forecast.sweep_forecast(prep, cpu, gpu, nodes, measure)
+            print(f"  forecast   {fc.line()}", flush=True)
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
         trainable = make_trainable(prep, precompute(prep, gpu), cpu, gpu)
@@ -220,14 +237,30 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
             },
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
-        results = fit(prep, trainable, storage, search_phase(prep, storage, base), tracking, resume)
+        clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch()
+        search = search_phase(prep, storage, base)
+        search.time_budget_s, search.callbacks = clock.left(), [watch]
+        if resume:
+            budget.reopen(storage)  # the trials a budget cut go on
+        results = fit(prep, trainable, storage, search, tracking, resume)
+        cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
-        if prep.confirm.top and not unfinished:
+        if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
+            forecast.learn(fc, results, clock.elapsed(), storage.name)
+        if prep.confirm.top and not unfinished and not cut:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
-        return summary.finish(
+        wall_s = clock.elapsed()
+        if cut:
+            storage.write_json(budget.BUDGET_FILE, {"cut": cut})
+        forecast.log_outcome(tracker, parent_id, fc, wall_s)
+        status = summary.finish(
             prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
         )
+        print(forecast.outcome_line(fc, wall_s))
+        if cut:
+            print(budget.stop_line(storage, opts.storage_path, len(cut), wall_s))
+        return status
     finally:
         ray.shutdown()
 
@@ -249,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{storage.experiment_uri}: no sweep to resume ({SWEEP_FILE} missing)"
                 )
             shared = opts.shared_storage or saved.get("shared_storage", False)
-            opts = SweepOptions(**{**saved, "address": opts.address, "shared_storage": shared})
+            opts = SweepOptions(
+                **{
+                    **saved,
+                    "address": opts.address,
+                    "shared_storage": shared,
+                    "time_budget": opts.time_budget,  # only when given again
+                }
+            )
         else:
             storage = Storage(opts.storage_path, sweep_name(opts))
             opts.name = storage.name
@@ -268,21 +308,30 @@ def main(argv: list[str] | None = None) -> int:
             raise BadInput("--json goes with --dry-run")
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             prep = prepare(opts)  # with --json, stdout holds the document only
+        if not args.resume and opts.time_budget is None:
+            opts.time_budget = prep.space.time_budget
         if not args.resume and storage.exists():
             raise BadInput(f"{storage.experiment_uri}: a sweep of that name exists (--resume?)")
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    try:
+        fc = local_forecast(prep, args.json)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
-        print(dry_run_json(prep))
+        print(dry_run_json(prep, fc))
         return 0
     print_header(prep, storage, mlflow_uri)
+    if fc is not None:
+        print(f"  forecast   {fc.line()}", flush=True)
     if args.dry_run:
         print_dry_run(prep)
         return 0
     try:
-        return run(prep, storage, mlflow_uri, resume=args.resume)
+        return run(prep, storage, mlflow_uri, resume=args.resume, fc=fc)
     except BadInput as exc:  # found once Ray is up (a cluster's nodes)
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -293,6 +342,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def local_forecast(prep: Prepared, quiet: bool) -> forecast.Forecast | None:
+    """The forecast measured on this machine, or None on a cluster (measured there once
+    Ray is up) and for a task without loaded data."""
+    if prep.options.address or os.environ.get("RAY_ADDRESS") or prep.data is None:
+        return None
+    opts, nodes = prep.options, forecast.local_nodes()
+    cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
+    with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
+        return forecast.sweep_forecast(prep, cpu, gpu, nodes, forecast.in_process(prep.task.name))
 
 
 def _default_mlflow_uri() -> str:
