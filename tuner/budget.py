@@ -66,35 +66,63 @@ class Clock:
 
 
 class BudgetWatch(Callback):
-    """Which trials were live at the last step: those are the ones the budget cut when
-    Tune stops the experiment on its time budget."""
+    """Which trials ended before the budget ran out (finished, stopped by ASHA, failed):
+    the others were cut by it. Its clock starts with Tune's loop, as Tune's own does."""
 
-    def __init__(self) -> None:
-        self.live: list[str] = []
+    def __init__(self, budget_s: float | None) -> None:
+        self.budget_s = budget_s
+        self.start: float | None = None
+        self.seen: list[str] = []
+        self.ended_in_time: set[str] = set()
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.start is None:
+            self.start = time.monotonic()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.live = [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        self.seen = [t.trial_id for t in trials]
+
+    def _ended(self, trial: Any) -> None:
+        if self.start is None or self.budget_s is None:
+            return
+        if time.monotonic() - self.start < self.budget_s:
+            self.ended_in_time.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def ran_out(self) -> bool:
+        return (
+            self.budget_s is not None
+            and self.start is not None
+            and time.monotonic() - self.start >= self.budget_s
+        )
 
 
 def cut_trials(results: Any, watch: BudgetWatch, max_t: int) -> list[str]:
-    """The trials the budget stopped before their last epoch."""
+    """The trials the budget stopped before their last epoch ([] when it did not run out)."""
+    if not watch.ran_out():
+        return []
     done = {
         str((r.metrics or {}).get("trial_id"))
         for r in results
         if int((r.metrics or {}).get("training_iteration", 0)) >= max_t
     }
-    return [t for t in watch.live if t not in done]
+    return [t for t in watch.seen if t not in done and t not in watch.ended_in_time]
 
 
 def reopen(storage: Any) -> int:
-    """Before `--resume`: mark the trials the budget cut as paused in Ray's experiment
-    state, so Tune resumes them from their checkpoints. Returns how many."""
+    """Before `--resume`: drop the saved sweep's time budget from Ray's experiment state
+    (Tune restores its stopper, spent budget included, over the resumed run's), and mark
+    the trials a budget cut as paused, so Tune resumes them from their checkpoints and
+    hands out the grid points it had not started. Returns how many were reopened."""
     import pyarrow.fs
 
-    saved = storage.read_json(BUDGET_FILE)
-    if not saved or not saved.get("cut"):
-        return 0
-    cut = set(saved["cut"])
+    saved = storage.read_json(BUDGET_FILE) or {}
+    cut = set(saved.get("cut", []))
     fs, root = pyarrow.fs.FileSystem.from_uri(storage.experiment_uri)
     names = sorted(
         info.path
@@ -105,6 +133,7 @@ def reopen(storage: Any) -> int:
         return 0
     with fs.open_input_stream(names[-1]) as f:
         state = json.loads(f.read().decode())
+    state["runner_data"].pop("_stopper", None)  # the resumed run's own budget, if any
     reopened = 0
     for entry in state["trial_data"]:
         trial = json.loads(entry[0])
@@ -114,16 +143,39 @@ def reopen(storage: Any) -> int:
             reopened += 1
     with fs.open_output_stream(names[-1]) as f:
         f.write(json.dumps(state).encode())
-    storage.write_json(BUDGET_FILE, {"cut": []})
+    if cut:
+        reopen_generator(fs, root)
+        storage.write_json(BUDGET_FILE, {"cut": []})
     return reopened
 
 
-def stop_line(storage: Any, storage_path: str, cut: int, elapsed: float) -> str:
+def reopen_generator(fs: Any, root: str) -> None:
+    """Tune marks its grid/random generator finished when the budget stops it; the points
+    it had not handed out yet must still come after --resume."""
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    names = sorted(
+        info.path
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(root))
+        if info.base_name.startswith("basic-variant-state-")
+    )
+    if not names:
+        return
+    with fs.open_input_stream(names[-1]) as f:
+        state = cloudpickle.loads(f.read())
+    state["_finished"] = False
+    with fs.open_output_stream(names[-1]) as f:
+        f.write(cloudpickle.dumps(state))
+
+
+def stop_line(storage: Any, storage_path: str, stopped: int, left: int, elapsed: float) -> str:
     from tuner.forecast import duration
 
     return (
-        f"the time budget ended the sweep after {duration(elapsed)} ({cut} trials stopped "
-        f"with their checkpoints): continue with  python -m tuner.run --resume --name "
+        f"the time budget ended the sweep after {duration(elapsed)} with {left} trials left "
+        f"({stopped} stopped at their last checkpoint, the others not started): continue "
+        f"with  python -m tuner.run --resume --name "
         f"{storage.name} --storage-path {storage_path}  (without a budget unless "
         "--time-budget is given again)"
     )

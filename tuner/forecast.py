@@ -379,7 +379,7 @@ def learn(fc: Forecast | None, results: Any, wall_s: float, sweep: str) -> None:
             float((r.metrics or {}).get("time_total_s", 0.0)),
         )
         for r in results
-        if r.error is None
+        if r.error is None and r.config and r.metrics
     ]
     overhead = measure_overhead(fc, trials, wall_s, sweep)
     if overhead is not None:

@@ -237,7 +237,7 @@ def run(
             },
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
-        clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch()
+        clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch(opts.time_budget)
         search = search_phase(prep, storage, base)
         search.time_budget_s, search.callbacks = clock.left(), [watch]
         if resume:
@@ -254,12 +254,20 @@ def run(
         if cut:
             storage.write_json(budget.BUDGET_FILE, {"cut": cut})
         forecast.log_outcome(tracker, parent_id, fc, wall_s)
-        status = summary.finish(
-            prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
-        )
+        if cut:  # the table of what ran; trials the budget kept from starting have no row
+            results = [r for r in results if r.config]
+        if results:
+            status = summary.finish(
+                prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
+            )
+        else:
+            tracker.finish_parent("KILLED")
+            status = 0
+            print("\nno trial reported a result before the budget ran out")
         print(forecast.outcome_line(fc, wall_s))
         if cut:
-            print(budget.stop_line(storage, opts.storage_path, len(cut), wall_s))
+            left = max(len(cut), prep.space.num_trials() - len(watch.ended_in_time))
+            print(budget.stop_line(storage, opts.storage_path, len(cut), left, wall_s))
         return status
     finally:
         ray.shutdown()
