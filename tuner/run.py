@@ -199,7 +199,7 @@ def run(
     quiet_tune_output()
     import ray
 
-    from tuner import confirm, report, summary
+    from tuner import confirm, importance, report, summary
     from tuner.tracking import SweepTracker
 
     opts = prep.options
@@ -260,6 +260,8 @@ def run(
             status = summary.finish(
                 prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
             )
+            rows = summary.sorted_rows(prep, results)
+            print(f"\n{importance.report_importance(prep, rows, tracker, parent_id)}")
         else:
             tracker.finish_parent("KILLED")
             status = 0
