@@ -240,6 +240,7 @@ def run(
         clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch(opts.time_budget)
         search = search_phase(prep, storage, base)
         search.time_budget_s, search.callbacks = clock.left(), [watch]
+        search.eta = forecast.Eta.for_phase(prep, fc.concurrency if fc else 1)
         if resume:
             budget.reopen(storage)  # the trials a budget cut go on
         results = fit(prep, trainable, storage, search, tracking, resume)

@@ -45,6 +45,7 @@ class Phase:
     tag: str = "search"  # MLflow's vla_tune.phase
     time_budget_s: float | None = None  # Tune stops the phase after this long
     callbacks: list[Any] = field(default_factory=list)  # more Tune callbacks
+    eta: Any = None  # tuner.forecast.Eta for the live line
 
 
 def fit(
@@ -97,7 +98,7 @@ def fit(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 callbacks=[
                     MLflowTrialCallback(tracking, metric, max_t, name_fn, prep.searched, phase.tag),
-                    LiveView(metric, mode, phase.num_trials, max_t, name_fn),
+                    LiveView(metric, mode, phase.num_trials, max_t, name_fn, eta=phase.eta),
                     *phase.callbacks,
                 ],
                 verbose=0,

@@ -135,3 +135,24 @@ def test_a_bad_time_budget_is_one_line(sweep_args, write_space):
     run = cli("tuner.run", *sweep_args(write_space(SMALL_GRID), "--time-budget", "2 weeks"))
     assert run.returncode == 2
     assert "--time-budget: expected a duration like 2h" in run.stderr
+
+
+def test_live_eta_follows_measured_epochs_and_ashas_decisions():
+    prep = prep_like(36)
+    prep.scheduler = "asha"
+    eta = forecast.Eta.for_phase(prep, concurrency=2)
+    expected = sum(e * n for e, n in forecast.stop_epochs(36, "asha", 9, 1, 3))
+    assert 36 * eta.epochs_left(0, eta.pass_rate) == pytest.approx(expected)
+    assert eta.epochs_left(9, eta.pass_rate) == 0
+    assert eta.epochs_left(3, eta.pass_rate) == 6  # it passed rung 3: on to the end
+
+    # 6 trials stopped at epoch 1, 3 went on (one running at 3, two at 2): 1/3 pass.
+    trials = [("TERMINATED", 1, 2.0)] * 6 + [("RUNNING", 3, 6.0), ("RUNNING", 2, 4.0)] * 1
+    trials += [("RUNNING", 2, 4.0)]
+    rates = eta.observed_rates([(s, e) for s, e, _ in trials])
+    assert rates[1] == pytest.approx(3 / 9) and rates[3] == eta.pass_rate[3]  # undecided
+    assert eta.left([]) is None
+    per_epoch = (6 * 2.0 + 6.0 + 4.0 + 4.0) / (6 + 3 + 2 + 2)
+    live = eta.epochs_left(3, rates) + 2 * eta.epochs_left(2, rates)
+    unseen = (36 - 9) * eta.epochs_left(0, rates)
+    assert eta.left(trials) == pytest.approx((live + unseen) * per_epoch / 2)
