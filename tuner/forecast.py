@@ -284,16 +284,13 @@ Measure = Callable[[dict[str, Any], Any, str, str], tuple[Any, bool]]
 
 
 def sweep_forecast(
-    prep: Any, cpu: float, gpu: float, nodes: list[dict[str, Any]], measure: Measure
+    prep: Any, data: Any, cpu: float, gpu: float, nodes: list[dict[str, Any]], measure: Measure
 ) -> Forecast:
-    """Calibrate each distinct plan of the candidates (`measure(flat, data, data_id,
-    device)` -> (Calibration, cached)) and forecast the sweep."""
+    """Calibrate each distinct plan of the candidates on the data the trials get
+    (`measure(flat, data, data_id, device)` -> (Calibration, cached)); forecast the sweep."""
     from trainables.calibrate import cost_key
 
     device = "cuda" if gpu else "cpu"
-    data = prep.data
-    if prep.task.precompute is not None and prep.share_data and data is not None:
-        data, _ = prep.task.precompute(prep.candidates[0], data, device)  # disk-cached
     ident = data_id(prep)
     measured: dict[str, tuple[Any, bool]] = {}
     calibrations, all_cached = [], True

@@ -194,8 +194,10 @@ def run(
     mlflow_uri: str,
     resume: bool,
     fc: forecast.Forecast | None = None,
+    data: Any = None,
 ) -> int:
-    """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
+    """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status. With a
+    forecast measured here, `data` is the shared data it was measured on."""
     quiet_tune_output()
     import ray
 
@@ -212,12 +214,14 @@ def run(
         if not resume:
             storage.write_json(SWEEP_FILE, dataclasses.asdict(opts))
         if fc is None:  # a cluster: measured there, on one trial's resources
-            measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
-            fc = forecast.sweep_forecast(prep, cpu, gpu, nodes, measure)
-            print(f"  forecast   {fc.line()}", flush=True)
+            data = precompute(prep, gpu)
+            if data is not None:
+                measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
+                fc = forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure)
+                print(f"  forecast   {fc.line()}", flush=True)
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
-        trainable = make_trainable(prep, precompute(prep, gpu), cpu, gpu)
+        trainable = make_trainable(prep, data, cpu, gpu)
         tracking = {
             "uri": mlflow_uri,
             "experiment": opts.experiment,
@@ -327,22 +331,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if not args.json:
+        print_header(prep, storage, mlflow_uri)
     try:
-        fc = local_forecast(prep, args.json)
+        fc, data = local_forecast(prep, quiet=args.json)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(dry_run_json(prep, fc))
         return 0
-    print_header(prep, storage, mlflow_uri)
     if fc is not None:
         print(f"  forecast   {fc.line()}", flush=True)
     if args.dry_run:
         print_dry_run(prep)
         return 0
     try:
-        return run(prep, storage, mlflow_uri, resume=args.resume, fc=fc)
+        return run(prep, storage, mlflow_uri, resume=args.resume, fc=fc, data=data)
     except BadInput as exc:  # found once Ray is up (a cluster's nodes)
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -355,15 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def local_forecast(prep: Prepared, quiet: bool) -> forecast.Forecast | None:
-    """The forecast measured on this machine, or None on a cluster (measured there once
-    Ray is up) and for a task without loaded data."""
+def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | None, Any]:
+    """The forecast measured on this machine and the shared data it was measured on (the
+    trials get the same), or (None, None) on a cluster (measured there once Ray is up)
+    and for a task without loaded data."""
     if prep.options.address or os.environ.get("RAY_ADDRESS") or prep.data is None:
-        return None
+        return None, None
     opts, nodes = prep.options, forecast.local_nodes()
     cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
     with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
-        return forecast.sweep_forecast(prep, cpu, gpu, nodes, forecast.in_process(prep.task.name))
+        data = precompute(prep, gpu)
+        measure = forecast.in_process(prep.task.name)
+        return forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure), data
 
 
 def _default_mlflow_uri() -> str:
