@@ -280,6 +280,10 @@ def data_id(prep: Any) -> str:
     return f"{where}|{prep.base.get('pattern', '')}|{prep.task.summary(prep.data)}"
 
 
+class NotMeasured(RuntimeError):
+    """The calibration could not run a trial's steps (the sweep's trials would fail too)."""
+
+
 Measure = Callable[[dict[str, Any], Any, str, str], tuple[Any, bool]]
 
 
@@ -298,7 +302,10 @@ def sweep_forecast(
         flat = {**config, "torch_threads": max(1, int(cpu))}
         key = repr(cost_key({**config, "torch_threads": 0}))  # threads: the device's part
         if key not in measured:
-            measured[key] = measure(flat, data, ident, device)
+            try:
+                measured[key] = measure(flat, data, ident, device)
+            except Exception as exc:  # noqa: BLE001 - the trials will meet it too; say it
+                raise NotMeasured(f"{type(exc).__name__}: {exc}") from exc
         calibration, cached = measured[key]
         calibrations.append(calibration)
         all_cached = all_cached and cached

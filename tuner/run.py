@@ -213,12 +213,9 @@ def run(
         cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
         if not resume:
             storage.write_json(SWEEP_FILE, dataclasses.asdict(opts))
-        if fc is None:  # a cluster: measured there, on one trial's resources
+        if data is None:  # a cluster: measured there, on one trial's resources
             data = precompute(prep, gpu)
-            if data is not None:
-                measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
-                fc = forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure)
-                print(f"  forecast   {fc.line()}", flush=True)
+            fc = cluster_forecast(prep, data, cpu, gpu, nodes)
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
         trainable = make_trainable(prep, data, cpu, gpu)
@@ -360,6 +357,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def cluster_forecast(
+    prep: Prepared, data: Any, cpu: float, gpu: float, nodes: list
+) -> forecast.Forecast | None:
+    """The forecast measured by a Ray task with one trial's resources; printed."""
+    if data is None:
+        return None
+    measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
+    try:
+        fc = forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure)
+    except forecast.NotMeasured as exc:
+        print(f"  forecast   none: a trial's steps failed to run ({exc})", flush=True)
+        return None
+    print(f"  forecast   {fc.line()}", flush=True)
+    return fc
+
+
 def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | None, Any]:
     """The forecast measured on this machine and the shared data it was measured on (the
     trials get the same), or (None, None) on a cluster (measured there once Ray is up)
@@ -371,7 +384,11 @@ def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | Non
     with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
         data = precompute(prep, gpu)
         measure = forecast.in_process(prep.task.name)
-        return forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure), data
+        try:
+            return forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure), data
+        except forecast.NotMeasured as exc:
+            print(f"  forecast   none: a trial's steps failed to run here ({exc})", flush=True)
+            return None, data
 
 
 def _default_mlflow_uri() -> str:
