@@ -2,9 +2,8 @@
 times the trial-epochs ASHA is expected to run, spread over the trials that fit at once.
 
 A calibration runs alone; inside a sweep, trials share the machine with each other, with
-Ray and with the MLflow logging, and Tune adds its own cost per trial. Both are measured
-too: every finished search compares its trials' own times with what the calibration said
-(`Overhead`), and the next forecast on the same device and concurrency applies that.
+Ray and with the MLflow logging, and Tune adds its own cost per trial: both are measured by
+the last search on the same set-up (tuner/overhead.py).
 
 The arithmetic here is pure (ASHA's rungs, slots, the schedule); `sweep_forecast` runs the
 calibration, in this process or as a Ray task with one trial's resources on a cluster.
@@ -13,14 +12,13 @@ calibration, in this process or as a Ray task with one trial's resources on a cl
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from tuner.overhead import Overhead, read_overhead
 
 
 def asha_rungs(max_t: int, grace: int, rf: float) -> list[int]:
@@ -150,61 +148,6 @@ class Forecast:
             "exceeds_budget": self.exceeds_budget(),
             "overhead": dataclasses.asdict(self.overhead) if self.overhead else None,
         }
-
-
-@dataclass(frozen=True)
-class Overhead:
-    """How a finished search's trials compared with their calibration: `speed` = the
-    trials' own seconds / the calibrated seconds for the epochs they ran (sharing the
-    machine), `trial_s` = Tune's seconds per trial outside the trials (scheduling, start)."""
-
-    speed: float
-    trial_s: float
-    sweep: str
-
-    def describe(self) -> str:
-        return f"x{self.speed:.2f} and +{self.trial_s:.1f} s per trial as measured in {self.sweep}"
-
-
-def overhead_path(device: str, concurrency: int, root: Path | None = None) -> Path:
-    from trainables.cache import default_cache_dir
-
-    key = hashlib.sha256(f"{device}|{concurrency}".encode()).hexdigest()[:24]
-    return (root or default_cache_dir() / "calibration") / f"overhead-{key}.json"
-
-
-def read_overhead(device: str, concurrency: int, root: Path | None = None) -> Overhead | None:
-    try:
-        return Overhead(**json.loads(overhead_path(device, concurrency, root).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def measure_overhead(
-    fc: Forecast, trials: list[tuple[dict[str, Any], int, float]], wall_s: float, sweep: str
-) -> Overhead | None:
-    """From a finished search's trials as (config, epochs run, seconds inside the trial)
-    and the search's wall time. None when there is nothing to compare."""
-    from trainables.calibrate import cost_key
-
-    predicted, actual = 0.0, 0.0
-    for config, epochs, seconds in trials:
-        calibration = fc.by_plan.get(repr(cost_key({**config, "torch_threads": 0})))
-        if calibration is None or epochs < 1:
-            continue
-        predicted += calibration.trial_s(epochs)
-        actual += seconds
-    if predicted <= 0 or not trials:
-        return None
-    outside = max(0.0, wall_s * fc.concurrency - actual) / len(trials)
-    return Overhead(speed=actual / predicted, trial_s=outside, sweep=sweep)
-
-
-def save_overhead(fc: Forecast, overhead: Overhead, root: Path | None = None) -> None:
-    from trainables.cache import write_atomic
-
-    text = json.dumps(dataclasses.asdict(overhead)).encode()
-    write_atomic(overhead_path(fc.device, fc.concurrency, root), lambda f: f.write(text))
 
 
 def plan_forecast(
@@ -369,82 +312,3 @@ def log_outcome(tracker: Any, parent_id: str, fc: Forecast | None, wall_s: float
     tracker.client.log_metric(parent_id, "wall_s", wall_s)
     if fc is not None:
         tracker.client.log_metric(parent_id, "forecast_s", fc.seconds)
-
-
-def learn(fc: Forecast | None, results: Any, wall_s: float, sweep: str) -> None:
-    """After a search that ran to its end: measure Tune's overhead against the calibration
-    and keep it for the next forecast on this device and concurrency."""
-    if fc is None:
-        return
-    trials = [
-        (
-            r.config,
-            int((r.metrics or {}).get("training_iteration", 0)),
-            float((r.metrics or {}).get("time_total_s", 0.0)),
-        )
-        for r in results
-        if r.error is None and r.config and r.metrics
-    ]
-    overhead = measure_overhead(fc, trials, wall_s, sweep)
-    if overhead is not None:
-        save_overhead(fc, overhead)
-
-
-@dataclass
-class Eta:
-    """The live line's estimate of what is left of a phase, from what it has measured so
-    far: seconds per epoch (start-up included) over the trials' own times, and ASHA's
-    pass rate at each rung from the decisions taken (the model's until a rung has seen
-    `MIN_DECIDED` trials)."""
-
-    rungs: list[int]
-    pass_rate: dict[int, float]  # rung -> expected share that goes on (the model's)
-    max_t: int
-    total: int  # trials of the phase
-    concurrency: int
-    min_decided: int = 3
-
-    @classmethod
-    def for_phase(cls, prep: Any, concurrency: int) -> Eta:
-        s = prep.space.scheduler
-        grace, n = min(s.grace_period, prep.max_t), prep.space.num_trials()
-        stops = stop_epochs(n, prep.scheduler, prep.max_t, grace, s.reduction_factor)
-        arriving, rates = float(n), {}
-        for epoch, stopped in stops[:-1]:
-            rates[epoch] = 1 - stopped / arriving if arriving else 1.0
-            arriving -= stopped
-        return cls([e for e, _ in stops[:-1]], rates, prep.max_t, n, max(1, concurrency))
-
-    def observed_rates(self, trials: list[tuple[str, int]]) -> dict[int, float]:
-        """Per rung, the share of the trials decided there that went on: a trial past the
-        rung went on; one that ended exactly at it was stopped."""
-        rates = dict(self.pass_rate)
-        for rung in self.rungs:
-            went_on = sum(e > rung for _, e in trials)
-            stopped = sum(status == "TERMINATED" and e == rung for status, e in trials)
-            if went_on + stopped >= self.min_decided:
-                rates[rung] = went_on / (went_on + stopped)
-        return rates
-
-    def epochs_left(self, epoch: int, rates: dict[int, float]) -> float:
-        """Expected epochs still to run for a live trial at `epoch`."""
-        left, alive, at = 0.0, 1.0, epoch
-        for rung in [r for r in self.rungs if r > epoch] + [self.max_t]:
-            left += alive * (rung - at)
-            at = rung
-            alive *= rates.get(rung, 1.0)  # past a rung it already passed: not again
-        return left
-
-    def left(self, trials: list[tuple[str, int, float]]) -> float | None:
-        """Seconds left from (status, epochs done, seconds inside the trial) per trial;
-        None before any epoch was measured."""
-        done_epochs = sum(e for _, e, _ in trials)
-        if not done_epochs:
-            return None
-        per_epoch = sum(s for _, _, s in trials) / done_epochs
-        rates = self.observed_rates([(st, e) for st, e, _ in trials])
-        live = [e for st, e, _ in trials if st not in ("TERMINATED", "ERROR")]
-        unseen = max(0, self.total - len(trials))
-        epochs = sum(self.epochs_left(e, rates) for e in live) + unseen * self.epochs_left(0, rates)
-        slots = max(1, min(self.concurrency, len(live) + unseen))
-        return epochs * per_epoch / slots

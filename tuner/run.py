@@ -26,8 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tuner import budget, forecast
+from tuner import budget, forecast, overhead
 from tuner.checks import BadInput, trial_resources
+from tuner.eta import Eta
 from tuner.experiment import describe_config
 from tuner.plan_json import dry_run_json
 from tuner.prepare import Prepared, SweepOptions, options_from_args, prepare
@@ -241,14 +242,14 @@ def run(
         clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch(opts.time_budget)
         search = search_phase(prep, storage, base)
         search.time_budget_s, search.callbacks = clock.left(), [watch]
-        search.eta = forecast.Eta.for_phase(prep, fc.concurrency if fc else 1)
+        search.eta = Eta.for_phase(prep, fc.concurrency if fc else 1)
         if resume:
             budget.reopen(storage)  # the trials a budget cut go on
         results = fit(prep, trainable, storage, search, tracking, resume)
         cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
         if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
-            forecast.learn(fc, results, clock.elapsed(), storage.name)
+            overhead.learn(fc, results, clock.elapsed(), storage.name)
         if prep.confirm.top and not unfinished and not cut:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)

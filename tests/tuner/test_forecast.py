@@ -15,6 +15,8 @@ from tests.services import cli
 from tests.tuner.conftest import SMALL_GRID
 from trainables.calibrate import Calibration
 from tuner import forecast
+from tuner.eta import Eta
+from tuner.overhead import Overhead, measure_overhead, read_overhead, save_overhead
 
 
 def continuing(n: int, rf: float, rng: np.random.Generator) -> int:
@@ -86,7 +88,7 @@ def test_plan_forecast_counts_trials_confirmation_and_budget():
     doc = fc.document()
     assert doc["seconds"] == pytest.approx(2 + 6 * 66) and doc["exceeds_budget"] is True
 
-    overhead = forecast.Overhead(speed=2.0, trial_s=5.0, sweep="before")
+    overhead = Overhead(speed=2.0, trial_s=5.0, sweep="before")
     slower = forecast.plan_forecast(prep_like(4), [cal] * 4, 1, 0, 1, False, overhead)
     assert slower.search_s == pytest.approx(2.0 + 4 * (2 * 66 + 5))
     assert "x2.00 and +5.0 s per trial as measured in before" in slower.line()
@@ -102,11 +104,11 @@ def test_overhead_is_measured_from_a_finished_search(tmp_path):
     # Two trials of 3 epochs (calibrated 3 + 21 = 24 s each) took 48 s each; the search
     # took 60 s on 2 slots: 120 - 96 = 24 s outside the trials, 12 s per trial.
     trials = [({**config, "torch_threads": 1, "learning_rate": lr}, 3, 48.0) for lr in (1, 2)]
-    overhead = forecast.measure_overhead(fc, trials, 60.0, "sweep-a")
-    assert overhead == forecast.Overhead(speed=2.0, trial_s=12.0, sweep="sweep-a")
-    forecast.save_overhead(fc, overhead, root=tmp_path)
-    assert forecast.read_overhead(cal.device, 2, root=tmp_path) == overhead
-    assert forecast.read_overhead(cal.device, 3, root=tmp_path) is None  # another concurrency
+    overhead = measure_overhead(fc, trials, 60.0, "sweep-a")
+    assert overhead == Overhead(speed=2.0, trial_s=12.0, sweep="sweep-a")
+    save_overhead(fc, overhead, root=tmp_path)
+    assert read_overhead(cal.device, 2, root=tmp_path) == overhead
+    assert read_overhead(cal.device, 3, root=tmp_path) is None  # another concurrency
 
 
 def test_dry_run_json_holds_the_forecast_measured_once(sweep_args, write_space, tmp_path):
@@ -140,7 +142,7 @@ def test_a_bad_time_budget_is_one_line(sweep_args, write_space):
 def test_live_eta_follows_measured_epochs_and_ashas_decisions():
     prep = prep_like(36)
     prep.scheduler = "asha"
-    eta = forecast.Eta.for_phase(prep, concurrency=2)
+    eta = Eta.for_phase(prep, concurrency=2)
     expected = sum(e * n for e, n in forecast.stop_epochs(36, "asha", 9, 1, 3))
     assert 36 * eta.epochs_left(0, eta.pass_rate) == pytest.approx(expected)
     assert eta.epochs_left(9, eta.pass_rate) == 0
