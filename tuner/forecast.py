@@ -108,11 +108,15 @@ class Forecast:
         return self.search_s + self.confirm_s
 
     def line(self) -> str:
-        under = "under ASHA" if self.scheduler == "asha" else "(every trial to the end)"
+        epochs = (
+            f"~{self.trial_epochs:.0f} trial-epochs under ASHA ({self.full_epochs} with every "
+            "trial to the end)"
+            if self.scheduler == "asha"
+            else f"{self.full_epochs} trial-epochs (every trial to the end)"
+        )
         confirm = f" + {self.confirm_runs} confirmation runs" if self.confirm_runs else ""
         text = (
-            f"~{self.trial_epochs:.0f} trial-epochs {under} ({self.full_epochs} for the full "
-            f"grid){confirm}, {self.concurrency} trial{'s' if self.concurrency != 1 else ''} "
+            f"{epochs}{confirm}, {self.concurrency} trial{'s' if self.concurrency != 1 else ''} "
             f"at a time: ~{duration(self.seconds)}, {self.device_hours:.2g} {self.device_kind}-"
             f"hours (calibrated{' earlier' if self.cached else ''}: {self.calibrated}; "
             + (
