@@ -263,8 +263,9 @@ def run(
             status = summary.finish(
                 prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
             )
-            rows = summary.sorted_rows(prep, results)
-            print(f"\n{importance.report_importance(prep, rows, tracker, parent_id)}")
+            if not (cut or unfinished):  # once, over the whole search (params are set once)
+                rows = summary.sorted_rows(prep, results)
+                print(f"\n{importance.report_importance(prep, rows, tracker, parent_id)}")
         else:
             tracker.finish_parent("KILLED")
             status = 0

@@ -61,3 +61,10 @@ def test_the_budget_stops_every_trial_and_resume_finishes_them(sweep_args, write
         assert steps == [1, 2], (child.info.run_name, steps)
     metrics = parents[0].data.metrics
     assert metrics["wall_s"] > 0 and metrics["forecast_s"] > 0
+    assert "against the forecast" in resumed.stdout
+    # What mattered, over the four trials at their common last epoch, on the parent run.
+    assert "what mattered (fANOVA over 4 trials at epoch 2, val_loss" in resumed.stdout
+    params = parents[0].data.params
+    assert {"importance.learning_rate", "importance.weight_decay"} <= set(params)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"importance.png", "marginals.png"} <= artifacts
