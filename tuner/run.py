@@ -379,7 +379,11 @@ def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | Non
     """The forecast measured on this machine and the shared data it was measured on (the
     trials get the same), or (None, None) on a cluster (measured there once Ray is up)
     and for a task without loaded data."""
-    if prep.options.address or os.environ.get("RAY_ADDRESS") or prep.data is None:
+    if prep.data is None:
+        return None, None
+    if prep.options.address or os.environ.get("RAY_ADDRESS"):
+        where = sys.stderr if quiet else sys.stdout
+        print("  forecast   measured on the cluster once the sweep starts", file=where)
         return None, None
     opts, nodes = prep.options, forecast.local_nodes()
     cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
