@@ -172,10 +172,11 @@ def plan_forecast(
     expected = sum(epoch * count for epoch, count in stops)
     mean_epochs = expected / n
     # Sampled spaces: the candidates are the bounds of each range; their mean stands in.
-    speed, extra = (overhead.speed, overhead.trial_s) if overhead else (1.0, 0.0)
 
     def seconds(calibration: Any, epochs: float) -> float:
-        return calibration.trial_s(epochs) * speed + extra
+        if overhead is None:
+            return calibration.trial_s(epochs)
+        return overhead.trial_seconds(calibration, epochs)
 
     per_trial = [seconds(c, mean_epochs) for c in calibrations]
     mean_trial = sum(per_trial) / len(per_trial)

@@ -19,16 +19,25 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Overhead:
-    """How a finished search's trials compared with their calibration: `speed` = the
-    trials' own seconds / the calibrated seconds for the epochs they ran (sharing the
-    machine), `trial_s` = Tune's seconds per trial outside the trials (scheduling, start)."""
+    """How a finished search's trials compared with their calibration. `speed`: the
+    seconds of their epochs after the first over the calibrated epoch time (the machine
+    shared); `start_s`: what a trial's first epoch took beyond one such epoch (build, data,
+    features, warm-up in a worker); `trial_s`: wall time per trial outside the trials
+    (Tune's scheduling, result handling, MLflow)."""
 
     speed: float
+    start_s: float
     trial_s: float
     sweep: str
 
+    def trial_seconds(self, calibration: Any, epochs: float) -> float:
+        return self.start_s + epochs * calibration.epoch_s() * self.speed + self.trial_s
+
     def describe(self) -> str:
-        return f"x{self.speed:.2f} and +{self.trial_s:.1f} s per trial as measured in {self.sweep}"
+        return (
+            f"epochs x{self.speed:.2f}, {self.start_s:.1f} s to start a trial, "
+            f"+{self.trial_s:.1f} s between trials, as measured in {self.sweep}"
+        )
 
 
 def overhead_path(device: str, concurrency: int, root: Path | None = None) -> Path:
@@ -45,24 +54,27 @@ def read_overhead(device: str, concurrency: int, root: Path | None = None) -> Ov
         return None
 
 
-def measure_overhead(
-    fc: Any, trials: list[tuple[dict[str, Any], int, float]], wall_s: float, sweep: str
-) -> Overhead | None:
-    """From a finished search's trials as (config, epochs run, seconds inside the trial)
-    and the search's wall time. None when there is nothing to compare."""
+Trial = tuple[dict[str, Any], int, float, float]  # config, epochs, first epoch's s, total s
+
+
+def measure_overhead(fc: Any, trials: list[Trial], wall_s: float, sweep: str) -> Overhead | None:
+    """From a finished search's trials and its wall time; None when nothing compares."""
     from trainables.calibrate import cost_key
 
-    predicted, actual = 0.0, 0.0
-    for config, epochs, seconds in trials:
+    known = []
+    for config, epochs, first_s, total_s in trials:
         calibration = fc.by_plan.get(repr(cost_key({**config, "torch_threads": 0})))
-        if calibration is None or epochs < 1:
-            continue
-        predicted += calibration.trial_s(epochs)
-        actual += seconds
-    if predicted <= 0 or not trials:
+        if calibration is not None and epochs >= 1:
+            known.append((calibration.epoch_s(), epochs, first_s, total_s))
+    if not known:
         return None
-    outside = max(0.0, wall_s * fc.concurrency - actual) / len(trials)
-    return Overhead(speed=actual / predicted, trial_s=outside, sweep=sweep)
+    later = [(e * (n - 1), total - first) for e, n, first, total in known if n > 1]
+    calibrated = sum(c for c, _ in later)
+    speed = sum(s for _, s in later) / calibrated if calibrated > 0 else 1.0
+    start = sum(first - speed * e for e, _, first, _ in known) / len(known)
+    inside = sum(total for *_, total in known)
+    outside = max(0.0, wall_s * fc.concurrency - inside) / len(known)
+    return Overhead(speed=speed, start_s=max(0.0, start), trial_s=outside, sweep=sweep)
 
 
 def save_overhead(fc: Any, overhead: Overhead, root: Path | None = None) -> None:
@@ -77,15 +89,13 @@ def learn(fc: Any, results: Any, wall_s: float, sweep: str) -> None:
     and keep it for the next forecast on this device and concurrency."""
     if fc is None:
         return
-    trials = [
-        (
-            r.config,
-            int((r.metrics or {}).get("training_iteration", 0)),
-            float((r.metrics or {}).get("time_total_s", 0.0)),
-        )
-        for r in results
-        if r.error is None and r.config and r.metrics
-    ]
+    trials = []
+    for r in results:
+        frame = r.metrics_dataframe
+        if r.error is not None or not r.config or frame is None or not len(frame):
+            continue
+        times = frame["time_this_iter_s"]
+        trials.append((r.config, len(times), float(times.iloc[0]), float(times.sum())))
     overhead = measure_overhead(fc, trials, wall_s, sweep)
     if overhead is not None:
         save_overhead(fc, overhead)

@@ -88,10 +88,12 @@ def test_plan_forecast_counts_trials_confirmation_and_budget():
     doc = fc.document()
     assert doc["seconds"] == pytest.approx(2 + 6 * 66) and doc["exceeds_budget"] is True
 
-    overhead = Overhead(speed=2.0, trial_s=5.0, sweep="before")
+    overhead = Overhead(speed=2.0, start_s=4.0, trial_s=5.0, sweep="before")
     slower = forecast.plan_forecast(prep_like(4), [cal] * 4, 1, 0, 1, False, overhead)
-    assert slower.search_s == pytest.approx(2.0 + 4 * (2 * 66 + 5))
-    assert "x2.00 and +5.0 s per trial as measured in before" in slower.line()
+    assert slower.search_s == pytest.approx(2.0 + 4 * (4 + 9 * 7 * 2 + 5))
+    assert "epochs x2.00, 4.0 s to start a trial, +5.0 s between trials, as measured in before" in (
+        slower.line()
+    )
 
 
 def test_overhead_is_measured_from_a_finished_search(tmp_path):
@@ -101,11 +103,12 @@ def test_overhead_is_measured_from_a_finished_search(tmp_path):
     from trainables.calibrate import cost_key
 
     fc.by_plan = {repr(cost_key({**config, "torch_threads": 0})): cal}
-    # Two trials of 3 epochs (calibrated 3 + 21 = 24 s each) took 48 s each; the search
-    # took 60 s on 2 slots: 120 - 96 = 24 s outside the trials, 12 s per trial.
-    trials = [({**config, "torch_threads": 1, "learning_rate": lr}, 3, 48.0) for lr in (1, 2)]
+    # Two trials of 3 epochs (7 s each, calibrated) took 20 s for the first epoch and 14 s
+    # for each later one: epochs x2, 20 - 2 x 7 = 6 s to start. The search took 60 s on 2
+    # slots: 120 - 96 = 24 s outside the trials, 12 s per trial.
+    trials = [({**config, "torch_threads": 1, "learning_rate": lr}, 3, 20.0, 48.0) for lr in (1, 2)]
     overhead = measure_overhead(fc, trials, 60.0, "sweep-a")
-    assert overhead == Overhead(speed=2.0, trial_s=12.0, sweep="sweep-a")
+    assert overhead == Overhead(speed=2.0, start_s=6.0, trial_s=12.0, sweep="sweep-a")
     save_overhead(fc, overhead, root=tmp_path)
     assert read_overhead(cal.device, 2, root=tmp_path) == overhead
     assert read_overhead(cal.device, 3, root=tmp_path) is None  # another concurrency
