@@ -129,6 +129,7 @@ def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
         return run_epochs(trial, config, report, checkpoint_dir, memory=memory)
 
     train.__doc__ = f"Run one {trial_class.__name__} to max_epochs (or on from a checkpoint)."
+    train.trial_class = trial_class  # what trainables.calibrate measures
     return train
 
 

@@ -26,9 +26,11 @@ class LiveView(Callback):
         describe: Any,
         stream: TextIO | None = None,
         every_s: float = 30.0,
+        eta: Any = None,
     ):
         self.metric, self.mode, self.total, self.max_t = metric, mode, total, max_t
         self.describe = describe  # trial -> short hyperparameter text
+        self.eta = eta  # tuner.forecast.Eta: what is left from the epochs measured so far
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every_s = every_s
@@ -92,7 +94,10 @@ class LiveView(Callback):
         c = self.counts(trials)
         elapsed = time.monotonic() - self.start
         ended = c["done"] + c["early"] + c["failed"]
-        left = f"~{clock(elapsed / ended * (self.total - ended))} left" if ended else "left ?"
+        left_s = self.eta.left(trial_times(trials)) if self.eta else None
+        if left_s is None and ended:
+            left_s = elapsed / ended * (self.total - ended)
+        left = f"~{clock(left_s)} left" if left_s is not None else "left ?"
         best = f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
         return (
             f"[{clock(elapsed)} {left}] {c['running']} running, {c['done']} finished, "
@@ -110,3 +115,13 @@ class LiveView(Callback):
             self.stream.write(self.line(trials) + "\n")
             self.stream.flush()
             self.last_print = now
+
+
+def trial_times(trials) -> list[tuple[str, int, float]]:
+    """(status, epochs done, seconds inside the trial) of each trial Tune knows."""
+    out = []
+    for trial in trials:
+        result = trial.last_result or {}
+        epochs = int(result.get("training_iteration", 0))
+        out.append((trial.status, epochs, float(result.get("time_total_s", 0.0))))
+    return out

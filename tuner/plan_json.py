@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 
-def dry_run_document(prep: Any) -> dict[str, Any]:
+def dry_run_document(prep: Any, forecast: Any = None) -> dict[str, Any]:
     """The space, the flat config of each trial (for sampled spaces: each configuration
-    checked), their batch plans, the file keys ignored and the notes."""
+    checked), their batch plans, the file keys ignored, the notes and the forecast (null
+    on a cluster: it is measured there when the sweep starts)."""
     return {
         "space": prep.space.name,
         "space_file": str(prep.space.path),
@@ -21,8 +22,9 @@ def dry_run_document(prep: Any) -> dict[str, Any]:
         "ignored": prep.ignored,
         "notes": prep.notes,
         "warnings": prep.warnings,
+        "forecast": forecast.document() if forecast is not None else None,
     }
 
 
-def dry_run_json(prep: Any) -> str:
-    return json.dumps(dry_run_document(prep), indent=2, default=str)
+def dry_run_json(prep: Any, forecast: Any = None) -> str:
+    return json.dumps(dry_run_document(prep, forecast), indent=2, default=str)

@@ -55,6 +55,7 @@ class SweepOptions:
     confirm: int | None = None  # confirm the top K configurations (None: the space's)
     seeds: int | None = None  # ... with N runs each
     min_effect: float | None = None  # a tie in practice below it (None: the space's)
+    time_budget: float | None = None  # seconds; None: the space's (a resume: none)
 
 
 @dataclass

@@ -26,7 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tuner import budget, forecast, overhead
 from tuner.checks import BadInput, trial_resources
+from tuner.eta import Eta
 from tuner.experiment import describe_config
 from tuner.plan_json import dry_run_json
 from tuner.prepare import Prepared, SweepOptions, options_from_args, prepare
@@ -101,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a RoboVLMs config: its values are the sweep's base (the space searches, --set wins)",
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON document")
+    p.add_argument(
+        "--time-budget",
+        type=budget.budget_option,
+        metavar="2h",
+        help="stop the sweep after this long (s, m, h: 90m, 1h30m); --resume continues",
+    )
     return p
 
 
@@ -188,12 +196,20 @@ def precompute(prep: Prepared, gpu: float) -> Any:
     return data
 
 
-def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
-    """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status."""
+def run(
+    prep: Prepared,
+    storage: Storage,
+    mlflow_uri: str,
+    resume: bool,
+    fc: forecast.Forecast | None = None,
+    data: Any = None,
+) -> int:
+    """Start Ray, run (or restore) the Tuner, summarize. Returns the exit status. With a
+    forecast measured here, `data` is the shared data it was measured on."""
     quiet_tune_output()
     import ray
 
-    from tuner import confirm, report, summary
+    from tuner import confirm, importance, report, summary
     from tuner.tracking import SweepTracker
 
     opts = prep.options
@@ -205,9 +221,12 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
         cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
         if not resume:
             storage.write_json(SWEEP_FILE, dataclasses.asdict(opts))
+        if data is None:  # a cluster: measured there, on one trial's resources
+            data = precompute(prep, gpu)
+            fc = cluster_forecast(prep, data, cpu, gpu, nodes)
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
-        trainable = make_trainable(prep, precompute(prep, gpu), cpu, gpu)
+        trainable = make_trainable(prep, data, cpu, gpu)
         tracking = {
             "uri": mlflow_uri,
             "experiment": opts.experiment,
@@ -227,14 +246,42 @@ def run(prep: Prepared, storage: Storage, mlflow_uri: str, resume: bool) -> int:
             },
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
-        results = fit(prep, trainable, storage, search_phase(prep, storage, base), tracking, resume)
+        clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch(opts.time_budget)
+        search = search_phase(prep, storage, base)
+        search.time_budget_s, search.callbacks = clock.left(), [watch]
+        search.eta = Eta.for_phase(prep, fc.concurrency if fc else 1)
+        if resume:
+            budget.reopen(storage)  # the trials a budget cut go on
+        results = fit(prep, trainable, storage, search, tracking, resume)
+        cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
-        if prep.confirm.top and not unfinished:
+        if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
+            overhead.learn(fc, results, clock.elapsed(), storage.name)
+        if prep.confirm.top and not unfinished and not cut:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
-        return summary.finish(
-            prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
-        )
+        wall_s = clock.elapsed()
+        if cut:
+            storage.write_json(budget.BUDGET_FILE, {"cut": cut})
+        forecast.log_outcome(tracker, parent_id, fc, wall_s)
+        if cut:  # the table of what ran; trials the budget kept from starting have no row
+            results = [r for r in results if r.config]
+        if results:
+            status = summary.finish(
+                prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
+            )
+            if not (cut or unfinished):  # once, over the whole search (params are set once)
+                rows = summary.sorted_rows(prep, results)
+                print(f"\n{importance.report_importance(prep, rows, tracker, parent_id)}")
+        else:
+            tracker.finish_parent("KILLED")
+            status = 0
+            print("\nno trial reported a result before the budget ran out")
+        print(forecast.outcome_line(fc, wall_s))
+        if cut:
+            left = max(len(cut), prep.space.num_trials() - len(watch.ended_in_time))
+            print(budget.stop_line(storage, opts.storage_path, len(cut), left, wall_s))
+        return status
     finally:
         ray.shutdown()
 
@@ -256,7 +303,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{storage.experiment_uri}: no sweep to resume ({SWEEP_FILE} missing)"
                 )
             shared = opts.shared_storage or saved.get("shared_storage", False)
-            opts = SweepOptions(**{**saved, "address": opts.address, "shared_storage": shared})
+            opts = SweepOptions(
+                **{
+                    **saved,
+                    "address": opts.address,
+                    "shared_storage": shared,
+                    "time_budget": opts.time_budget,  # only when given again
+                }
+            )
         else:
             storage = Storage(opts.storage_path, sweep_name(opts))
             opts.name = storage.name
@@ -275,21 +329,31 @@ def main(argv: list[str] | None = None) -> int:
             raise BadInput("--json goes with --dry-run")
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             prep = prepare(opts)  # with --json, stdout holds the document only
+        if not args.resume and opts.time_budget is None:
+            opts.time_budget = prep.space.time_budget
         if not args.resume and storage.exists():
             raise BadInput(f"{storage.experiment_uri}: a sweep of that name exists (--resume?)")
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if not args.json:
+        print_header(prep, storage, mlflow_uri)
+    try:
+        fc, data = local_forecast(prep, quiet=args.json)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
-        print(dry_run_json(prep))
+        print(dry_run_json(prep, fc))
         return 0
-    print_header(prep, storage, mlflow_uri)
+    if fc is not None:
+        print(f"  forecast   {fc.line()}", flush=True)
     if args.dry_run:
         print_dry_run(prep)
         return 0
     try:
-        return run(prep, storage, mlflow_uri, resume=args.resume)
+        return run(prep, storage, mlflow_uri, resume=args.resume, fc=fc, data=data)
     except BadInput as exc:  # found once Ray is up (a cluster's nodes)
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -300,6 +364,44 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def cluster_forecast(
+    prep: Prepared, data: Any, cpu: float, gpu: float, nodes: list
+) -> forecast.Forecast | None:
+    """The forecast measured by a Ray task with one trial's resources; printed."""
+    if data is None:
+        return None
+    measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
+    try:
+        fc = forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure)
+    except forecast.NotMeasured as exc:
+        print(f"  forecast   none: a trial's steps failed to run ({exc})", flush=True)
+        return None
+    print(f"  forecast   {fc.line()}", flush=True)
+    return fc
+
+
+def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | None, Any]:
+    """The forecast measured on this machine and the shared data it was measured on (the
+    trials get the same), or (None, None) on a cluster (measured there once Ray is up)
+    and for a task without loaded data."""
+    if prep.data is None:
+        return None, None
+    if prep.options.address or os.environ.get("RAY_ADDRESS"):
+        where = sys.stderr if quiet else sys.stdout
+        print("  forecast   measured on the cluster once the sweep starts", file=where)
+        return None, None
+    opts, nodes = prep.options, forecast.local_nodes()
+    cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
+    with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
+        data = precompute(prep, gpu)
+        measure = forecast.in_process(prep.task.name)
+        try:
+            return forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure), data
+        except forecast.NotMeasured as exc:
+            print(f"  forecast   none: a trial's steps failed to run here ({exc})", flush=True)
+            return None, data
 
 
 def _default_mlflow_uri() -> str:

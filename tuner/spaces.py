@@ -30,7 +30,7 @@ SEARCHES = ("grid", "random", "optuna")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 TOP_KEYS = {
     "description", "trainable", "metric", "mode", "search", "num_samples", "params",
-    "fixed", "scheduler", "confirm",
+    "fixed", "scheduler", "confirm", "time_budget",
 }  # fmt: skip
 SCHEDULER_KEYS = {"type", "max_t", "grace_period", "reduction_factor"}
 CONFIRM_KEYS = {"top", "seeds", "min_effect"}
@@ -88,6 +88,7 @@ class Space:
     num_samples: int = 1
     description: str = ""
     confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
+    time_budget: float | None = None  # seconds; --time-budget wins
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of a grid space, in file order."""
@@ -254,7 +255,19 @@ def load_space(name_or_path: str) -> Space:
         num_samples=num_samples,
         description=str(raw.get("description", "")),
         confirm=_confirm(f"{path}: confirm", raw.get("confirm")),
+        time_budget=_time_budget(f"{path}: time_budget", raw.get("time_budget")),
     )
+
+
+def _time_budget(where: str, spec: Any) -> float | None:
+    if spec is None:
+        return None
+    from tuner.budget import parse_duration
+
+    try:
+        return parse_duration(str(spec))
+    except ValueError as exc:
+        raise SpaceError(f"{where}: {exc}") from None
 
 
 def check_keys(space: Space, known: list[str]) -> None:

@@ -8,7 +8,7 @@ Ray is imported by the caller first (tuner.run starts it); nothing here starts a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuner import experiment
@@ -45,6 +45,9 @@ class Phase:
     varied: list[str]  # the keys that name a trial
     num_trials: int  # for the live view
     tag: str = "search"  # MLflow's vla_tune.phase
+    time_budget_s: float | None = None  # Tune stops the phase after this long
+    callbacks: list[Any] = field(default_factory=list)  # more Tune callbacks
+    eta: Any = None  # tuner.forecast.Eta for the live line
 
 
 def fit(
@@ -73,6 +76,7 @@ def fit(
             uri, trainable=trainable, resume_unfinished=True, resume_errored=True,
             storage_filesystem=fs,
         )  # fmt: skip
+        restored_settings(tuner, phase)
     else:
         metric, mode, max_t = prep.space.metric, prep.space.mode, prep.max_t
         name_fn, dirname_fn = experiment.name_functions(phase.varied)
@@ -89,6 +93,7 @@ def fit(
                 reuse_actors=True,
                 trial_name_creator=name_fn,
                 trial_dirname_creator=dirname_fn,
+                time_budget_s=phase.time_budget_s,
             ),
             run_config=tune.RunConfig(
                 name=phase.name,
@@ -100,7 +105,8 @@ def fit(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_WHILE_RUNNING),
                 callbacks=[
                     MLflowTrialCallback(tracking, metric, max_t, name_fn, prep.searched, phase.tag),
-                    LiveView(metric, mode, phase.num_trials, max_t, name_fn),
+                    LiveView(metric, mode, phase.num_trials, max_t, name_fn, eta=phase.eta),
+                    *phase.callbacks,
                 ],
                 verbose=0,
                 log_to_file=True,
@@ -115,6 +121,16 @@ def fit(
         flush=True,
     )
     return results
+
+
+def restored_settings(tuner: Any, phase: Phase) -> None:
+    """A restored Tuner keeps the budget and callbacks it was pickled with; a resumed
+    sweep has its own (no budget unless given again). Ray has no public setter for these."""
+    internal = tuner._local_tuner
+    internal._tune_config.time_budget_s = phase.time_budget_s
+    kinds = {type(c) for c in phase.callbacks}
+    kept = [c for c in internal._run_config.callbacks or [] if type(c) not in kinds]
+    internal._run_config.callbacks = [*kept, *phase.callbacks]
 
 
 def search_phase(prep: Prepared, storage: Storage, base: dict[str, Any]) -> Phase:

@@ -44,7 +44,7 @@ def test_pinned_key_leaves_the_trial_names(capsys, sweep_args, write_space, tmp_
     out = capsys.readouterr().out
     assert "learning_rate=1e-4 (pinned by --set; the space searched 2 values)" in out
     assert "2 trials:" in out
-    trials = [line.split()[0] for line in out.splitlines() if "micro-batch" in line]
+    trials = [line.split()[0] for line in out.splitlines() if "steps/epoch" in line]
     assert trials == ["wd=0", "wd=0.1"]
 
 

@@ -1,0 +1,70 @@
+"""--time-budget: Tune's own time budget ends the sweep cleanly, --resume finishes it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.services import cli, sweep_runs
+from tests.tuner.conftest import SMALL_GRID
+from trainables.tune_function import HOLD_FILE_ENV
+from tuner.budget import BUDGET_FILE, parse_duration
+from tuner.spaces import SpaceError, load_space
+
+
+def test_parse_duration():
+    assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90 and parse_duration("45s") == 45
+    for bad in ("2 weeks", "h", "0", "-5m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_a_space_sets_a_budget(write_space):
+    space = load_space(str(write_space(SMALL_GRID + "time_budget: 90m\n")))
+    assert space.time_budget == 5400
+    with pytest.raises(SpaceError, match="time_budget: expected a duration"):
+        load_space(str(write_space(SMALL_GRID + "time_budget: soon\n", "bad.yaml")))
+
+
+def test_the_budget_stops_every_trial_and_resume_finishes_them(sweep_args, write_space, tmp_path):
+    """Made to run out: the first trial holds after its first epoch (its checkpoint
+    saved) while the others wait their turn, so a one-second budget ends the sweep with
+    all four trials unfinished. The resume (no budget, no hold) trains exactly what is left."""
+    hold = tmp_path / "hold"  # missing: a trial waits after each report
+    args = sweep_args(
+        write_space(SMALL_GRID), "--name", "budget", "--max-concurrent", "1",
+        "--scheduler", "fifo", "--time-budget", "1s",
+    )  # fmt: skip
+    run = cli("tuner.run", *args, env={**os.environ, HOLD_FILE_ENV: str(hold)}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "the time budget ended the sweep after" in run.stdout, run.stdout[-3000:]
+    assert "with 4 trials left (1 stopped at their last checkpoint" in run.stdout
+    assert "--resume --name budget" in run.stdout and "without a budget" in run.stdout
+    experiment = tmp_path / "results" / "budget"
+    assert len(json.loads((experiment / BUDGET_FILE).read_text())["cut"]) == 1  # the one started
+    assert not list(experiment.glob("*/checkpoint_000001"))  # nothing past the hold
+
+    resumed = cli(
+        "tuner.run", "--resume", "--name", "budget", "--storage-path", tmp_path / "results",
+        timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the time budget ended" not in resumed.stdout
+    assert "4 trials: 4 completed" in resumed.stdout
+    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(parents) == 1 and len(children) == 4  # the same runs, continued
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert steps == [1, 2], (child.info.run_name, steps)
+    metrics = parents[0].data.metrics
+    assert metrics["wall_s"] > 0 and metrics["forecast_s"] > 0
+    assert "against the forecast" in resumed.stdout
+    # What mattered, over the four trials at their common last epoch, on the parent run.
+    assert "what mattered (fANOVA over 4 trials at epoch 2, val_loss" in resumed.stdout
+    params = parents[0].data.params
+    assert {"importance.learning_rate", "importance.weight_decay"} <= set(params)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"importance.png", "marginals.png"} <= artifacts

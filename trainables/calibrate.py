@@ -1,0 +1,207 @@
+"""What one trial costs, measured: a few optimizer steps of the trial's real step path
+(the task's `Trial` and the shared `Trainer`) on the device the trials will use, plus the
+fixed costs around them (imports, model build, validation, checkpoint).
+
+The sweep's forecast (tuner/forecast.py) multiplies these by the epochs it expects. A
+measurement is kept on disk beside the decoded frames, keyed by everything that changes
+the cost (model, data, device, batch plan), so a second sweep of the same set-up, and a
+dry run, read it instead of measuring again. Nothing here imports ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.cache import default_cache_dir, write_atomic
+
+# Bump when what is measured changes: older entries are then measured again.
+CALIBRATION_VERSION = 1
+# Keys that change the values a trial computes but not the work it does.
+COST_FREE_KEYS = frozenset(
+    {
+        "learning_rate",
+        "weight_decay",
+        "warmup_ratio",
+        "lr_schedule",
+        "min_lr_scale",
+        "grad_clip",
+        "seed",
+        "max_epochs",
+        "lora_dropout",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds of one trial's parts on one device."""
+
+    device: str  # e.g. "cuda:0 (NVIDIA H200)" or "cpu (2 threads)"
+    precision: str
+    micro_batch_size: int
+    accumulation: int
+    steps_per_epoch: int
+    step_s: float  # one optimizer step, warm (the median of the timed steps)
+    import_s: float  # the task's imports in a fresh process (once per worker)
+    setup_s: float  # model build and batches, plus the first step's warm-up
+    validate_s: float  # one validation pass
+    checkpoint_s: float  # one checkpoint written
+
+    def epoch_s(self) -> float:
+        return self.steps_per_epoch * self.step_s + self.validate_s + self.checkpoint_s
+
+    def trial_s(self, epochs: float) -> float:
+        """A trial of `epochs` epochs in an already started worker."""
+        return self.setup_s + epochs * self.epoch_s()
+
+    def describe(self) -> str:
+        return (
+            f"{self.step_s:.2g} s per step at micro-batch {self.micro_batch_size} x "
+            f"{self.accumulation} on {self.device}"
+        )
+
+
+def cost_key(flat: dict[str, Any]) -> dict[str, str]:
+    """The part of a flat config that decides a trial's cost."""
+    return {k: repr(v) for k, v in sorted(flat.items()) if k not in COST_FREE_KEYS}
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def trial_class_of(task: str) -> Any:
+    """The task's `Trial` subclass, and the seconds its module took to import here."""
+    module_name = f"trainables.{task}.trainable"
+    started = time.perf_counter()
+    fresh = module_name not in sys.modules
+    module = importlib.import_module(module_name)
+    return module.train.trial_class, (time.perf_counter() - started) if fresh else 0.0
+
+
+def measure(task: str, flat: dict[str, Any], data: Any, steps: int = 3) -> Calibration:
+    """Build the trial as a sweep would, run `steps` optimizer steps (the first is the
+    warm-up; the rest are timed), one validation and one checkpoint."""
+    from trainables.trial_loop import apply_run_options, save_checkpoint
+
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 (one warm-up, one timed), got {steps}")
+    trial_class, import_s = trial_class_of(task)
+    cfg = trial_class.parse_config(flat)
+    apply_run_options(cfg.run)
+    torch.manual_seed(cfg.train.seed)
+    started = time.perf_counter()
+    trial = trial_class(cfg, data)
+    setup_s = time.perf_counter() - started
+    trainer = trial.trainer
+    times: list[float] = []
+    epoch = 0
+    while len(times) < steps:
+        for micro_batches, _ in trial.steps(epoch):
+            started = time.perf_counter()
+            trainer.step(micro_batches, trial.loss, trial.count_targets)
+            synchronize(trainer.device)
+            times.append(time.perf_counter() - started)
+            if len(times) == steps:
+                break
+        epoch += 1
+    step_s = statistics.median(times[1:])
+    started = time.perf_counter()
+    trial.validate()
+    synchronize(trainer.device)
+    validate_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
+        started = time.perf_counter()
+        save_checkpoint(Path(tmp), trial, 0, flat)
+        checkpoint_s = time.perf_counter() - started
+    return Calibration(
+        device=device_label(trainer.device),
+        precision=trainer.precision,
+        micro_batch_size=trainer.plan.micro_batch_size,
+        accumulation=trainer.plan.accumulation,
+        steps_per_epoch=trainer.plan.steps_per_epoch,
+        step_s=step_s,
+        import_s=import_s,
+        setup_s=setup_s + max(0.0, times[0] - step_s),
+        validate_s=validate_s,
+        checkpoint_s=checkpoint_s,
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device: a CUDA step returns before its kernels finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class CalibrationCache:
+    """Measurements as small JSON files under `<cache>/calibration/`, one per key."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir() / "calibration"
+
+    def path(self, task: str, flat: dict[str, Any], data_id: str, device: str) -> Path:
+        key = {
+            "version": CALIBRATION_VERSION,
+            "task": task,
+            "config": cost_key(flat),
+            "data": data_id,
+            "device": device,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.root / f"{digest[:32]}.json"
+
+    def get(self, path: Path) -> Calibration | None:
+        """The stored measurement, or None (absent, unreadable or of another shape)."""
+        try:
+            return Calibration(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def put(self, path: Path, calibration: Calibration) -> None:
+        text = json.dumps(dataclasses.asdict(calibration), indent=2)
+        write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def calibrate(
+    task: str,
+    flat: dict[str, Any],
+    data: Any,
+    data_id: str,
+    device: str,
+    cache: CalibrationCache | None = None,
+    steps: int = 3,
+) -> tuple[Calibration, bool]:
+    """The cached measurement of this (model, data, device, plan), else a new one
+    (stored). Returns it and whether it came from the cache. `device` names where
+    trials run ("cpu", "cuda"); the measurement runs there."""
+    cache = cache or CalibrationCache()
+    path = cache.path(task, flat, data_id, device_id(device, flat))
+    found = cache.get(path)
+    if found is not None:
+        return found, True
+    calibration = measure(task, {**flat, "device": device}, data, steps)
+    cache.put(path, calibration)
+    return calibration, False
+
+
+def device_id(device: str, flat: dict[str, Any]) -> str:
+    """The device as the cache key sees it: the card's name, or the CPU threads given."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return device_label(torch.device(device))
+    return f"cpu x{flat.get('torch_threads') or torch.get_num_threads()}"
