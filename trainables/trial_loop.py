@@ -18,13 +18,8 @@ import torch
 
 from trainables.memory import TrialMemory
 from trainables.micro_batch import set_memory_share
-from trainables.training import (
-    Trainer,
-    load_training_state,
-    resolve_device,
-    save_training_state,
-    trial_metrics,
-)
+from trainables.training import Trainer, resolve_device, trial_metrics
+from trainables.training_state import load_training_state, save_training_state
 
 Report = Callable[[dict[str, Any], str], None]
 

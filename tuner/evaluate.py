@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.training import TRIAL_CONFIG_FILE
+from trainables.training_state import TRIAL_CONFIG_FILE
 from tuner.checks import BadInput
 from tuner.export import EXPORT_RECORD, one_line
 from tuner.storage import find_best

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
+from trainables.training_state import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.checks import BadInput
 from tuner.storage import BEST_FILE, SWEEP_FILE, find_best
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainables.training import TRIAL_CONFIG_FILE
+from trainables.training_state import TRIAL_CONFIG_FILE
 from tuner import confirm, report, verdict
 from tuner.storage import BEST_FILE
 from tuner.tracking import VERDICT_TAG, runs_page_url

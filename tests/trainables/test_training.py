@@ -10,20 +10,18 @@ import pytest
 import torch
 
 from trainables.training import (
-    STATE_FILE,
     TrainConfig,
     Trainer,
     TrainingError,
     build_optimizer,
     epoch_order,
-    load_training_state,
     lr_scale,
     plan_batches,
     resolve_precision,
-    save_training_state,
     step_batches,
     trial_metrics,
 )
+from trainables.training_state import STATE_FILE, load_training_state, save_training_state
 
 
 def test_plan_splits_batch_into_micro_batches():

@@ -11,7 +11,7 @@ import torch
 from tests.services import cli
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, CONFIG_FILE, HEAD_FILE
 from trainables.mobile_vla.inference import Policy
-from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE
+from trainables.training_state import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.export import EXPORT_RECORD
 from tuner.storage import BEST_FILE, Storage
 

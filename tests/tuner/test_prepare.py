@@ -6,8 +6,9 @@ import pytest
 
 from tests.tuner.conftest import SMALL_GRID, run_main
 from tuner.checks import BadInput
+from tuner.header import print_header
 from tuner.prepare import SweepOptions, prepare
-from tuner.run import main, print_header
+from tuner.run import main
 from tuner.spaces import ConfirmSpec
 from tuner.storage import Storage
 

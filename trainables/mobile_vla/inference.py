@@ -28,7 +28,7 @@ from trainables.mobile_vla.episode_format import resize_rgb
 from trainables.mobile_vla.modeling_mobile_vla import MobileVLAPolicy
 from trainables.mobile_vla.tokenizer import encode_instructions
 from trainables.mobile_vla.trial_config import parse_config
-from trainables.training import TRIAL_CONFIG_FILE
+from trainables.training_state import TRIAL_CONFIG_FILE
 
 BACKBONE_DIR = "backbone"  # the base backbone + tokenizer, for a tiny model
 MERGED_DIR = "merged"  # backbone with the LoRA merged in (fp16) + its head

@@ -22,7 +22,8 @@ from trainables.mobile_vla.modeling_mobile_vla import MobileVLAPolicy, build_pol
 from trainables.mobile_vla.tokenizer import encode_instructions
 from trainables.mobile_vla.trainable import evaluate, parse_config, train
 from trainables.mobile_vla.windows import Windows
-from trainables.training import STATE_FILE, Trainer, TrainingError, plan_batches
+from trainables.training import Trainer, TrainingError, plan_batches
+from trainables.training_state import STATE_FILE
 
 FAST = {"batch_size": 16, "learning_rate": 1e-3, "torch_threads": 2, "lr_schedule": "cosine"}
 

@@ -30,7 +30,8 @@ from trainables.robot_code.trainable import (
     train,
     training_texts,
 )
-from trainables.training import STATE_FILE, TRIAL_CONFIG_FILE, TrainingError
+from trainables.training import TrainingError
+from trainables.training_state import STATE_FILE, TRIAL_CONFIG_FILE
 
 # The default tiny model with batch 8 and a higher learning rate: 216 steps on 576 demo
 # records take exact match from 0 to ~0.6 (3 epochs, ~10 s on one core).
