@@ -103,7 +103,7 @@ def measure(task: str, flat: dict[str, Any], data: Any, steps: int = 3) -> Calib
         raise ValueError(f"steps must be >= 2 (one warm-up, one timed), got {steps}")
     trial_class, import_s = trial_class_of(task)
     cfg = trial_class.parse_config(flat)
-    apply_run_options(cfg.run)
+    apply_run_options(cfg.run, cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     started = time.perf_counter()
     trial = trial_class(cfg, data)

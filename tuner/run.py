@@ -329,7 +329,12 @@ def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | Non
         print("  forecast   measured on the cluster once the sweep starts", file=where)
         return None, None
     opts, nodes = prep.options, forecast.local_nodes()
-    cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
+    try:
+        cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
+    except BadInput as exc:  # a plan for another machine; a real run refuses it once Ray is up
+        where = sys.stderr if quiet else sys.stdout
+        print(f"  forecast   none: this machine cannot run a trial ({exc})", file=where)
+        return None, None
     with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
         data = precompute(prep, gpu)
         measure = forecast.in_process(prep.task.name)

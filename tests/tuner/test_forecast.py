@@ -128,11 +128,13 @@ def test_dry_run_json_holds_the_forecast_measured_once(sweep_args, write_space, 
     entries = list((tmp_path / "cache" / "vla-tune" / "calibration").glob("*.json"))
     assert len(entries) == 1  # one batch plan: learning rate and weight decay cost nothing
 
-    again = cli("tuner.run", *sweep_args(space, "--dry-run", "--time-budget", "1s"))
+    # Half the forecast (the same again: the calibration is cached), whatever this machine's speed.
+    budget = fc["seconds"] / 2
+    again = cli("tuner.run", *sweep_args(space, "--dry-run", "--time-budget", f"{budget:.3f}"))
     assert again.returncode == 0, again.stderr[-3000:]
     line = next(x for x in again.stdout.splitlines() if x.startswith("  forecast"))
     assert "(calibrated earlier: " in line
-    assert "the forecast exceeds --time-budget 1 s" in again.stdout
+    assert "the forecast exceeds --time-budget" in again.stdout
     assert len(list((tmp_path / "cache" / "vla-tune" / "calibration").glob("*.json"))) == 1
 
 
