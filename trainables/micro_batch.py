@@ -57,7 +57,9 @@ def set_memory_share(device: torch.device, share: float) -> None:
     """Limit this process to `share` of the card, so trials sharing one cannot starve
     each other (CUDA raises out-of-memory at the limit, which the probe then sees)."""
     if device.type == "cuda" and share < 1:
-        torch.cuda.set_per_process_memory_fraction(share, device)
+        # torch wants an index: "cuda" alone is refused ("a specified index"), measured on CUDA
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_per_process_memory_fraction(share, index)
 
 
 def free_memory() -> None:
