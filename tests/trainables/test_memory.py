@@ -8,11 +8,9 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from ray import tune
 
 from trainables.memory import TrialMemory, resident_bytes
 from trainables.mobile_vla.trainable import train
-from trainables.tune_function import tune_function
 
 CPU = torch.device("cpu")
 MB = 2**20
@@ -78,6 +76,10 @@ def test_each_trial_in_one_reused_worker_reports_its_own_peak(
     """A large trial, then small ones, one after another in the same Ray actor: each small
     trial reports its own peak (not the large one's, not the worker's lifetime), and the
     last peaks within 10% of the first: nothing of earlier trials stays behind."""
+    from ray import tune  # here: the CUDA test above runs where Ray is not installed
+
+    from trainables.tune_function import tune_function
+
     order = [SMALL, LARGE, SMALL, SMALL]
     trainable = tune.with_parameters(tune_function(train, "mobile_vla"), data=demo_data)
     tuner = tune.Tuner(
