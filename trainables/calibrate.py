@@ -86,12 +86,17 @@ def device_label(device: torch.device) -> str:
 
 
 def trial_class_of(task: str) -> Any:
-    """The task's `Trial` subclass, and the seconds its module took to import here."""
+    """The task's `Trial` subclass, and the seconds its imports took in this process: now,
+    or earlier through the task's lazy hooks (the driver's precompute loads the same
+    stack), so a fresh worker's import is counted even when it is loaded by now."""
+    from trainables.task import FIRST_IMPORT_S
+
     module_name = f"trainables.{task}.trainable"
     started = time.perf_counter()
     fresh = module_name not in sys.modules
     module = importlib.import_module(module_name)
-    return module.train.trial_class, (time.perf_counter() - started) if fresh else 0.0
+    now = (time.perf_counter() - started) if fresh else 0.0
+    return module.train.trial_class, max(now, sum(FIRST_IMPORT_S.values()))
 
 
 def measure(task: str, flat: dict[str, Any], data: Any, steps: int = 3) -> Calibration:

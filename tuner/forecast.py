@@ -185,7 +185,8 @@ def plan_forecast(
     search_s = start + makespan([(mean_trial, n)], min(concurrency, n), longest)
     runs = prep.confirm.top * (prep.confirm.seeds - 1) if prep.confirm.top else 0
     full = sum(seconds(c, max_t) for c in calibrations) / len(calibrations)
-    confirm_s = math.ceil(runs / concurrency) * full if runs else 0.0
+    # The confirmation is a Tuner of its own: its workers import the task again.
+    confirm_s = start + math.ceil(runs / concurrency) * full if runs else 0.0
     trial_seconds = mean_trial * n + runs * full
     kind, per = ("GPU", gpu) if gpu else ("CPU", cpu)
     steps = sorted({c.step_s for c in calibrations})

@@ -73,7 +73,9 @@ def measure_overhead(fc: Any, trials: list[Trial], wall_s: float, sweep: str) ->
     speed = sum(s for _, s in later) / calibrated if calibrated > 0 else 1.0
     start = sum(first - speed * e for e, _, first, _ in known) / len(known)
     inside = sum(total for *_, total in known)
-    outside = max(0.0, wall_s * fc.concurrency - inside) / len(known)
+    # The workers' imports at the search's start are forecast on their own (import_s).
+    imports = max((c.import_s for c in fc.by_plan.values()), default=0.0)
+    outside = max(0.0, (wall_s - imports) * fc.concurrency - inside) / len(known)
     return Overhead(speed=speed, start_s=max(0.0, start), trial_s=outside, sweep=sweep)
 
 

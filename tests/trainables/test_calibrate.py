@@ -4,6 +4,8 @@ data, and its cache keyed by what changes the cost."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +67,24 @@ def test_the_cache_keys_on_the_plan_not_on_the_learning_rate(flat, demo_data, tm
 def test_cost_key_drops_only_what_costs_nothing():
     key = cost_key({"learning_rate": 1e-4, "seed": 3, "batch_size": 64, "lora_r": 8})
     assert key == {"batch_size": "64", "lora_r": "8"}
+
+
+FRESH_PROCESS = """
+from trainables.calibrate import trial_class_of
+from trainables.task import FIRST_IMPORT_S, import_timed
+
+import_timed("trainables.robot_code.trainable")  # as the driver's lazy hooks load it
+first = FIRST_IMPORT_S["trainables.robot_code.trainable"]
+_, counted = trial_class_of("robot_code")  # loaded by now: importing again costs nothing
+print(first, counted)
+"""
+
+
+def test_a_fresh_workers_import_is_counted_when_the_driver_has_loaded_it():
+    """A calibration in the driver runs after the task's stack is imported there; a fresh
+    Ray worker imports it again, so the calibration counts the driver's first import."""
+    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    first, counted = map(float, run.stdout.split())
+    assert first > 0.1  # torch is loaded, transformers and peft are not: seconds, not 0
+    assert counted >= first
