@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_random_kosmos2
-from gpu_common import card_peak, release
+from common import release_memory, write_random_kosmos2
+from gpu_common import card_peak
 from gpu_kosmos import Loaded, checkpointing_rates, largest_fit, path_rates
 from gpu_llama import CODELLAMA_7B, SMALL, llama_rates
 from transformers import Kosmos2Config
@@ -199,7 +199,7 @@ def predict_latency(checkpoint: str, device: torch.device, window: int, size: tu
         policy.predict(frames, instruction, color="bgr")
         seconds.append(time.perf_counter() - began)
     del policy
-    release(device)
+    release_memory(device)
     return {"median_ms": 1000 * float(np.median(seconds)), "frames": window}
 
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results.data["inputs"] = {"frames": len(data.images), "train_windows": len(data.train)}
         policy_parts(results, model, data, device, Path(cache), sizes)
-        release(device)
+        release_memory(device)
         flat = trial_config(model, data_dir, cache, sizes, device)
         trial = results.run("trial", lambda: run_trial(flat, root))
         if trial:
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in llama_rates(sizes.llama, device, precision, 4, tokens, sizes.steps)
             ],
         )
-        release(device)  # the 7B model's cached blocks: the sharing processes need the card
+        release_memory(device)  # the 7B model's cached blocks: the sharing processes need the card
         if sizes.shares:
             shares, seconds = sizes.shares, sizes.share_seconds
             results.run("sharing", lambda: share_card(flat, shares, seconds, root))

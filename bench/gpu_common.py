@@ -6,7 +6,6 @@ optuna or psutil.
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from common import release_memory, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from trainables.memory import TrialMemory, resident_bytes
@@ -45,18 +45,6 @@ def card_peak(name: str, override: float | None) -> float | None:
     return None
 
 
-def release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def outside_allocator_bytes(device: torch.device) -> int:
     """What the process holds on the card besides PyTorch's allocator (CUDA context,
     cuBLAS workspaces): measured, so a budget of "a 24 GB card" subtracts it."""
@@ -76,7 +64,7 @@ def memory_budget(device: torch.device, budget_bytes: float):
         yield usable
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, index)
-        release(device)
+        release_memory(device)
 
 
 @dataclass
@@ -99,15 +87,15 @@ def timed_steps(
     over the timed steps (sampled), since weights and data sit in it from before."""
     for step in steps[:warmup]:
         step()
-    release(device)
+    release_memory(device)
     timing = Timing()
     start = resident_bytes() or 0
     with TrialMemory(device) as memory:
         for step in steps[warmup:]:
-            sync(device)
+            synchronize(device)
             begin = time.perf_counter()
             step()
-            sync(device)
+            synchronize(device)
             timing.seconds.append(time.perf_counter() - begin)
         timing.peak_mb = memory.peak_mb() - (start / 2**20 if device.type == "cpu" else 0)
     return timing
@@ -119,15 +107,3 @@ def counted_flops(step: Callable[[], None]) -> float:
     with FlopCounterMode(display=False) as counter:
         step()
     return float(counter.get_total_flops())
-
-
-def oom_free(run: Callable[[], None], device: torch.device) -> bool:
-    """Whether `run` completes without running out of device memory."""
-    try:
-        run()
-        ok = True
-    except torch.cuda.OutOfMemoryError:
-        ok = False
-    # outside the except block: its traceback no longer holds the failed try's tensors
-    release(device)
-    return ok

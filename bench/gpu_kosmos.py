@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gpu_common import GB, counted_flops, memory_budget, oom_free, release, timed_steps
+from common import release_memory
+from gpu_common import GB, counted_flops, memory_budget, timed_steps
 
 from trainables.gradient_checkpointing import disable_gradient_checkpointing
+from trainables.micro_batch import largest_fitting, try_micro_batch
 from trainables.mobile_vla.backbone import cast_frozen
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.dataset import MobileVLAData
@@ -31,7 +33,7 @@ from trainables.mobile_vla.modeling_mobile_vla import (
     build_policy,
     checkpoint_towers,
 )
-from trainables.training import TrainConfig, Trainer, plan_batches
+from trainables.training import TrainConfig, Trainer, TrainingError, plan_batches
 
 METHODS = ("per-window", "shared-frame", "cached")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -146,7 +148,7 @@ def path_rates(
                 frames_per_window=float(np.mean(rows)) / batch,
             )
         )
-        release(run.device)
+        release_memory(run.device)
     return results
 
 
@@ -181,15 +183,16 @@ class Fit:
     checkpointing: bool
     windows: int  # the largest micro-batch (windows of whole episodes) that fits; 0: none
     frames: int  # the distinct backbone frames of that micro-batch
-    tried_up_to: int  # the largest micro-batch tried
+    tried_up_to: int  # the largest micro-batch tried (the probe starts there)
 
 
 def largest_fit(
     run: Loaded, budget_gb: float, checkpointing: bool, limit: int, precision: str = "bf16"
 ) -> Fit:
-    """Double the micro-batch from one window while a forward + backward of the cached
-    path fits in a card of `budget_gb` (the allocator capped, the process's memory
-    outside it counted); the trainable state (LoRA, head, AdamW moments) is resident."""
+    """The trial's own probe (`largest_fitting`: halving from `limit` windows on
+    out-of-memory) on the cached path, in a card of `budget_gb` (the allocator capped, the
+    process's memory outside it counted); the trainable state (LoRA, head, AdamW moments)
+    is resident. 0 when one window does not fit."""
     cast_frozen(run.policy, DTYPES.get(precision, torch.float32))
     trainer = trainer_for(run, precision, 1)
     cached = makers(run, precision)["cached"]
@@ -199,23 +202,15 @@ def largest_fit(
     # The AdamW moments exist from the first step on: make them before measuring.
     trainer.step([cached(run.data.train, order[:1])], loss_fn, count)
 
-    def forward_backward(windows: int) -> None:
-        try:
-            batch = cached(run.data.train, order[:windows])
-            with trainer.autocast():
-                loss, real = loss_fn(batch)
-            (loss / real).backward()
-            torch.cuda.synchronize(run.device)
-        finally:
-            run.policy.zero_grad(set_to_none=True)
+    def try_size(windows: int) -> None:
+        try_micro_batch(trainer, cached(run.data.train, order[:windows]), loss_fn)
+        torch.cuda.synchronize(run.device)
 
-    best, tried, windows = 0, 0, 1
     with memory_budget(run.device, budget_gb * GB):
-        while windows <= limit:
-            tried = windows
-            if not oom_free(lambda w=windows: forward_backward(w), run.device):
-                break
-            best, windows = windows, windows * 2
+        try:
+            best = largest_fitting(try_size, limit, 1, "one window", run.device)
+        except TrainingError:
+            best = 0
     set_gradient_checkpointing(run.policy, False)
     frames = len(np.unique(run.data.train.frames[order[:best]])) if best else 0
-    return Fit(budget_gb, checkpointing, best, frames, tried)
+    return Fit(budget_gb, checkpointing, best, frames, limit)
