@@ -54,6 +54,7 @@ from transformers import Kosmos2Config
 
 from trainables.mobile_vla.dataset import DataConfig, load_dataset
 from trainables.mobile_vla.demo_data import write_demo_episodes
+from trainables.training import resolve_device
 
 HERE = Path(__file__).resolve().parent
 SMALL_KOSMOS = dict(
@@ -272,7 +273,7 @@ def policy_parts(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)  # a GPU with its index, as a trial's
     sizes = sizes_for(args.quick, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = card_peak(name, args.peak_tflops) if device.type == "cuda" else None

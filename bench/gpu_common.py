@@ -56,14 +56,13 @@ def outside_allocator_bytes(device: torch.device) -> int:
 def memory_budget(device: torch.device, budget_bytes: float):
     """Cap this process's allocator at `budget_bytes` of the card (less what lives outside
     the allocator), as a card of that size would; the whole card again afterwards."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    total = torch.cuda.get_device_properties(index).total_memory
+    total = torch.cuda.get_device_properties(device).total_memory
     usable = budget_bytes - outside_allocator_bytes(device)
-    torch.cuda.set_per_process_memory_fraction(max(0.0, min(1.0, usable / total)), index)
+    torch.cuda.set_per_process_memory_fraction(max(0.0, min(1.0, usable / total)), device)
     try:
         yield usable
     finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, index)
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
         release_memory(device)
 
 

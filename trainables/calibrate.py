@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from trainables.cache import default_cache_dir, write_atomic
+from trainables.training import resolve_device
 
 # Bump when what is measured changes: older entries are then measured again.
 CALIBRATION_VERSION = 1
@@ -80,9 +81,14 @@ def cost_key(flat: dict[str, Any]) -> dict[str, str]:
 
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def plan_key(config: dict[str, Any]) -> str:
+    """The calibration a trial of `config` is forecast with: its cost key, threads aside
+    (they are the device's part, named in the calibration itself)."""
+    return repr(cost_key({**config, "torch_threads": 0}))
 
 
 def trial_class_of(task: str) -> Any:
@@ -101,15 +107,34 @@ def trial_class_of(task: str) -> Any:
 
 def measure(task: str, flat: dict[str, Any], data: Any, steps: int = 3) -> Calibration:
     """Build the trial as a sweep would, run `steps` optimizer steps (the first is the
-    warm-up; the rest are timed), one validation and one checkpoint."""
-    from trainables.trial_loop import apply_run_options, save_checkpoint
+    warm-up; the rest are timed), one validation and one checkpoint. Its memory goes back
+    when it is done, and the card share it set is lifted: in a local sweep this runs in
+    the driver, and the trials follow on the same card."""
+    from trainables.memory import TrialMemory
+    from trainables.micro_batch import set_memory_share
+    from trainables.trial_loop import apply_run_options
 
     if steps < 2:
         raise ValueError(f"steps must be >= 2 (one warm-up, one timed), got {steps}")
     trial_class, import_s = trial_class_of(task)
     cfg = trial_class.parse_config(flat)
+    device = resolve_device(cfg.train.device)
     apply_run_options(cfg.run, cfg.train.device)
     torch.manual_seed(cfg.train.seed)
+    try:
+        with TrialMemory(device):
+            return timed_trial(trial_class, cfg, flat, data, steps, import_s)
+    finally:
+        set_memory_share(device, 1.0)
+
+
+def timed_trial(
+    trial_class: Any, cfg: Any, flat: dict[str, Any], data: Any, steps: int, import_s: float
+) -> Calibration:
+    """The measuring itself: set-up, steps (out-of-memory splits as a trial's), validation
+    and checkpoint of one trial."""
+    from trainables.trial_loop import save_checkpoint
+
     started = time.perf_counter()
     trial = trial_class(cfg, data)
     setup_s = time.perf_counter() - started
@@ -119,7 +144,7 @@ def measure(task: str, flat: dict[str, Any], data: Any, steps: int = 3) -> Calib
     while len(times) < steps:
         for micro_batches, _ in trial.steps(epoch):
             started = time.perf_counter()
-            trainer.step(micro_batches, trial.loss, trial.count_targets)
+            trainer.step(micro_batches, trial.loss, trial.count_targets, trial.split, trial.unit)
             synchronize(trainer.device)
             times.append(time.perf_counter() - started)
             if len(times) == steps:
@@ -208,5 +233,5 @@ def calibrate(
 def device_id(device: str, flat: dict[str, Any]) -> str:
     """The device as the cache key sees it: the card's name, or the CPU threads given."""
     if device.startswith("cuda") and torch.cuda.is_available():
-        return device_label(torch.device(device))
+        return device_label(resolve_device(device))
     return f"cpu x{flat.get('torch_threads') or torch.get_num_threads()}"

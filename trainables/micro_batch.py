@@ -9,7 +9,6 @@ as two halves (`Trainer.step`). Only one sample that does not fit fails the tria
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from trainables.memory import excluded_from_peak
+from trainables.memory import excluded_from_peak, release_memory
 from trainables.training import Trainer, TrainingError
 
 # A test hook (like Ray's RAY_testing_* variables), never set in a real run: with it set
@@ -56,18 +55,8 @@ def probe_wanted(device: torch.device) -> bool:
 def set_memory_share(device: torch.device, share: float) -> None:
     """Limit this process to `share` of the card, so trials sharing one cannot starve
     each other (CUDA raises out-of-memory at the limit, which the probe then sees)."""
-    if device.type == "cuda" and share < 1:
-        # torch wants an index: "cuda" alone is refused ("a specified index"), measured on CUDA
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        torch.cuda.set_per_process_memory_fraction(share, index)
-
-
-def free_memory() -> None:
-    """What a failed try left behind: call outside the `except` block (its traceback
-    holds the failed forward's tensors)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if device.type == "cuda":  # 1.0 too: a reused worker drops an earlier trial's limit
+        torch.cuda.set_per_process_memory_fraction(share, device)  # indexed: resolve_device
 
 
 def out_of_memory(what: str, message: str, device: torch.device) -> TrainingError:
@@ -116,7 +105,7 @@ def largest_fitting(
                 return size
             except torch.cuda.OutOfMemoryError as exc:
                 message = str(exc)
-            free_memory()
+            release_memory(device)
             if size <= smallest:
                 raise out_of_memory(what, message, device)
             size = max(smallest, size // 2)

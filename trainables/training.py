@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.memory import release_memory
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
 
@@ -114,9 +116,14 @@ def lr_scale(step: int, plan: BatchPlan, cfg: TrainConfig) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a trial runs on, a GPU always with its index: torch's per-process memory
+    share refuses a bare "cuda" (measured on CUDA: "a specified index")."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -213,17 +220,28 @@ class Trainer:
     ) -> tuple[float, float]:
         """Accumulate over the micro-batches, clip, step. Returns (mean loss, grad norm).
 
-        A micro-batch that runs out of memory is redone as the halves `split(batch)`
-        gives (down to one `unit`); the loss is divided by the whole step's target
-        count either way, so the step does not change beyond float noise."""
+        When a micro-batch runs out of memory, the step starts again with it replaced by
+        the halves `split(batch)` gives (down to one `unit`): no partial gradient is kept,
+        and the loss is divided by the whole step's target count either way, so the step
+        does not change beyond float noise. Nothing is copied unless memory runs out."""
         self.model.train()
         total = sum(count_fn(batch) for batch in micro_batches)
         if total == 0:
             raise TrainingError("an optimizer step has no real (unmasked) targets")
-        loss_sum = torch.zeros((), device=self.device)
-        for batch in micro_batches:
-            loss_sum += self._accumulate(batch, loss_fn, total, split, unit)
-        loss_sum = loss_sum.item()
+        pending = list(micro_batches)
+        while not isinstance(done := self._accumulate(pending, loss_fn, total), torch.Tensor):
+            index, message = done
+            release_memory(self.device)
+            halves = split(pending[index]) if split is not None else []
+            if len(halves) < 2:
+                from trainables.micro_batch import out_of_memory  # it imports this module
+
+                raise out_of_memory(f"one {unit}", message, self.device)
+            self.oom_splits += 1
+            if self.oom_splits == 1:  # later ones are counted in the `oom_splits` metric
+                print(f"out of memory: a micro-batch redone as {len(halves)} parts", flush=True)
+            pending[index : index + 1] = halves
+        loss_sum = done.item()
         self.scaler.unscale_(self.optimizer)  # before clipping: the norm of true gradients
         if self.global_step == 0:
             self._check_first_step(loss_sum)
@@ -241,45 +259,25 @@ class Trainer:
         return loss_sum / total, float(grad_norm)
 
     def _accumulate(
-        self, batch: Any, loss_fn: Callable, total: int, split: Callable | None, unit: str
-    ) -> torch.Tensor:
-        """Add one micro-batch's gradients to `.grad`; its loss sum (detached)."""
-        try:
-            return self._backward(batch, loss_fn, total)
-        except torch.cuda.OutOfMemoryError as exc:
-            message = str(exc)  # leave the except block: its traceback holds the forward
-        from trainables.micro_batch import free_memory, out_of_memory  # imports this module
-
-        free_memory()
-        halves = split(batch) if split is not None else []
-        if len(halves) < 2:
-            raise out_of_memory(f"one {unit}", message, self.device)
-        self.oom_splits += 1
-        if self.oom_splits == 1:  # later ones are counted in the `oom_splits` metric
-            print(f"out of memory: a micro-batch redone as {len(halves)} parts", flush=True)
-        parts = [self._accumulate(half, loss_fn, total, split, unit) for half in halves]
-        return torch.stack(parts).sum()
-
-    def _backward(self, batch: Any, loss_fn: Callable, total: int) -> torch.Tensor:
-        """Backward of one micro-batch, added to `.grad` only once it completes: a try
-        that fails mid-backward leaves the gradients of earlier micro-batches as they were."""
-        kept = [p.grad for p in self.params]
-        for param in self.params:
-            param.grad = None
-        try:
-            with self.autocast():
-                batch_sum, _ = loss_fn(batch)
-            self.scaler.scale(batch_sum.float() / total).backward()
-        except BaseException:
-            for param, old in zip(self.params, kept, strict=True):
-                param.grad = old
-            raise
-        for param, old in zip(self.params, kept, strict=True):
-            if old is not None and param.grad is not None:
-                param.grad = old.add_(param.grad)
-            elif old is not None:
-                param.grad = old
-        return batch_sum.detach().float()
+        self, micro_batches: list, loss_fn: Callable, total: int
+    ) -> torch.Tensor | tuple[int, str]:
+        """Backward of every micro-batch into `.grad`: their loss sum (on the device, no
+        host sync per micro-batch), or (index, message) of the one that ran out of memory,
+        with every gradient of the try dropped."""
+        loss_sum = torch.zeros((), device=self.device)
+        for index, batch in enumerate(micro_batches):
+            try:
+                with self.autocast():
+                    batch_sum, _ = loss_fn(batch)
+                self.scaler.scale(batch_sum.float() / total).backward()
+            except torch.cuda.OutOfMemoryError as exc:
+                failed = (index, str(exc))  # out of the except: its traceback holds tensors
+                break
+            loss_sum += batch_sum.detach().float()
+        else:
+            return loss_sum
+        self.optimizer.zero_grad(set_to_none=True)
+        return failed
 
     def _check_first_step(self, loss_sum: float) -> None:
         """A loss of exactly 0 or gradients that never arrive are bugs, not results."""

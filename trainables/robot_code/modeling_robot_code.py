@@ -30,7 +30,6 @@ from trainables.adapters import load_adapter
 from trainables.gradient_checkpointing import enable_gradient_checkpointing
 from trainables.robot_code.configuration_robot_code import EMBEDDING_MODULES, ModelConfig
 from trainables.robot_code.tokenizer import train_code_tokenizer
-from trainables.training import upcast_trainable
 
 ADAPTER_DIR = "adapter"  # PEFT's own format, loadable with PeftModel.from_pretrained
 TOKENIZER_DIR = "tokenizer"
@@ -114,7 +113,8 @@ def check_targets(base: PreTrainedModel, cfg: ModelConfig) -> None:
 
 
 def add_lora(base: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
-    """Wrap the base model; trainable weights are made fp32 whatever the base dtype."""
+    """Wrap the base model (what trains is made fp32 by the Trainer, whatever the base's
+    dtype: modules_to_save copies take the base's)."""
     check_targets(base, cfg)
     with warnings.catch_warnings():
         # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`.
@@ -123,7 +123,6 @@ def add_lora(base: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
             model = get_peft_model(base, lora_config(cfg))
         except ValueError as exc:  # e.g. "Target modules {...} not found in the base model"
             raise ModelError(f"lora_target: {exc}") from None
-    upcast_trainable(model)
     return model
 
 

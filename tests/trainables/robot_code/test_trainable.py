@@ -30,7 +30,7 @@ from trainables.robot_code.trainable import (
     train,
     training_texts,
 )
-from trainables.training import TrainingError
+from trainables.training import Trainer, TrainingError, plan_batches
 from trainables.training_state import STATE_FILE, TRIAL_CONFIG_FILE
 
 # The default tiny model with batch 8 and a higher learning rate: 216 steps on 576 demo
@@ -201,6 +201,7 @@ def test_bf16_autocast_runs_on_cpu_with_fp32_trainable_weights(tmp_path):
 def test_low_precision_model_keeps_what_trains_in_fp32():
     cfg = parse_config(FAST)
     model, _ = build_model(cfg.model, training_texts(small_data(8, 1), cfg.prompt), torch.bfloat16)
+    Trainer(model, cfg.train, plan_batches(cfg.train, 16))  # it makes what trains fp32
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == (
         torch.bfloat16
