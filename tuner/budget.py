@@ -49,22 +49,6 @@ def budget_option(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class Clock:
-    """The sweep's wall time from the first trial's launch, against its budget."""
-
-    def __init__(self, budget_s: float | None):
-        self.budget_s = budget_s
-        self.start = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def left(self) -> float | None:
-        if self.budget_s is None:
-            return None
-        return max(1.0, self.budget_s - self.elapsed())
-
-
 class BudgetWatch(Callback):
     """Which trials ended before the budget ran out (finished, stopped by ASHA, failed):
     the others were cut by it. Its clock starts with Tune's loop, as Tune's own does."""

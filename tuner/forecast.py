@@ -134,7 +134,8 @@ class Forecast:
         return text
 
     def exceeds_budget(self) -> bool:
-        return self.budget_s is not None and self.seconds > self.budget_s
+        # The budget stops the search; the confirmation that follows it is not cut.
+        return self.budget_s is not None and self.search_s > self.budget_s
 
     def document(self) -> dict[str, Any]:
         return {
@@ -183,7 +184,7 @@ def plan_forecast(
     longest = max(seconds(c, max_t) for c in calibrations)
     start = max(c.import_s for c in calibrations)  # each slot's first trial imports the task
     search_s = start + makespan([(mean_trial, n)], min(concurrency, n), longest)
-    runs = prep.confirm.top * (prep.confirm.seeds - 1) if prep.confirm.top else 0
+    runs = math.ceil(prep.confirm.runs(dict(stops).get(max_t, 0.0)))
     full = sum(seconds(c, max_t) for c in calibrations) / len(calibrations)
     # The confirmation is a Tuner of its own: its workers import the task again.
     confirm_s = start + math.ceil(runs / concurrency) * full if runs else 0.0
@@ -241,7 +242,7 @@ def sweep_forecast(
 ) -> Forecast:
     """Calibrate each distinct plan of the candidates on the data the trials get
     (`measure(flat, data, data_id, device)` -> (Calibration, cached)); forecast the sweep."""
-    from trainables.calibrate import cost_key
+    from trainables.calibrate import plan_key
 
     device = "cuda" if gpu else "cpu"
     ident = data_id(prep)
@@ -249,7 +250,7 @@ def sweep_forecast(
     calibrations, all_cached = [], True
     for config in prep.candidates:
         flat = {**config, "torch_threads": max(1, int(cpu))}
-        key = repr(cost_key({**config, "torch_threads": 0}))  # threads: the device's part
+        key = plan_key(config)
         if key not in measured:
             try:
                 measured[key] = measure(flat, data, ident, device)

@@ -38,7 +38,7 @@ def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
         "  confirm    "
         + (
             f"top {prep.confirm.top} x {prep.confirm.seeds} seeds "
-            f"({prep.confirm.top * (prep.confirm.seeds - 1)} more runs after the search; "
+            f"({confirm_runs(prep)} more runs after the search; "
             f"a tie in practice below {prep.confirm.min_effect * 100:g}%)"
             if prep.confirm.top
             else "off (--confirm K to train the top K again with more seeds)"
@@ -70,3 +70,12 @@ def print_dry_run(prep: Prepared) -> None:
             f"{plan['steps_per_epoch']} steps/epoch,"
             f" warmup {plan['warmup_steps']} steps"
         )
+
+
+def confirm_runs(prep: Prepared) -> str:
+    """How many confirmation runs: a range when ASHA may stop the configurations taken
+    before the full budget (they then train every seed; tuner/confirm.py's `plan`)."""
+    fewest = prep.confirm.runs(prep.confirm.top)
+    all_full = prep.scheduler == "fifo" or prep.space.scheduler.grace_period >= prep.max_t
+    most = fewest if all_full else prep.confirm.runs(0)
+    return f"{fewest:.0f}" if most == fewest else f"{fewest:.0f}-{most:.0f}"

@@ -30,7 +30,7 @@ class LiveView(Callback):
     ):
         self.metric, self.mode, self.total, self.max_t = metric, mode, total, max_t
         self.describe = describe  # trial -> short hyperparameter text
-        self.eta = eta  # tuner.forecast.Eta: what is left from the epochs measured so far
+        self.eta = eta  # tuner.eta.Eta: what is left from the epochs measured so far
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every_s = every_s

@@ -59,11 +59,11 @@ Trial = tuple[dict[str, Any], int, float, float]  # config, epochs, first epoch'
 
 def measure_overhead(fc: Any, trials: list[Trial], wall_s: float, sweep: str) -> Overhead | None:
     """From a finished search's trials and its wall time; None when nothing compares."""
-    from trainables.calibrate import cost_key
+    from trainables.calibrate import plan_key
 
     known = []
     for config, epochs, first_s, total_s in trials:
-        calibration = fc.by_plan.get(repr(cost_key({**config, "torch_threads": 0})))
+        calibration = fc.by_plan.get(plan_key(config))
         if calibration is not None and epochs >= 1:
             known.append((calibration.epoch_s(), epochs, first_s, total_s))
     if not known:

@@ -182,9 +182,9 @@ def run(
             },
             tags={"vla_tune.experiment_dir": storage.experiment_uri},
         )
-        clock, watch = budget.Clock(opts.time_budget), budget.BudgetWatch(opts.time_budget)
+        started, watch = time.monotonic(), budget.BudgetWatch(opts.time_budget)
         search = search_phase(prep, storage, base)
-        search.time_budget_s, search.callbacks = clock.left(), [watch]
+        search.time_budget_s, search.callbacks = opts.time_budget, [watch]
         search.eta = Eta.for_phase(prep, fc.concurrency if fc else 1)
         if resume:
             budget.reopen(storage)  # the trials a budget cut go on
@@ -192,11 +192,11 @@ def run(
         cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
         if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
-            overhead.learn(fc, results, clock.elapsed(), storage.name)
+            overhead.learn(fc, results, time.monotonic() - started, storage.name)
         if prep.confirm.top and not unfinished and not cut:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
-        wall_s = clock.elapsed()
+        wall_s = time.monotonic() - started
         if cut:
             storage.write_json(budget.BUDGET_FILE, {"cut": cut})
         forecast.log_outcome(tracker, parent_id, fc, wall_s)

@@ -73,6 +73,14 @@ class ConfirmSpec:
     # tie in practice, however well the seeds agree (tuner/verdict.py)
     min_effect: float = DEFAULT_MIN_EFFECT
 
+    def runs(self, reached_full: float) -> float:
+        """Runs after the search (tuner/confirm.py's `plan`): a configuration whose search
+        trial trained the full budget counts that run as one seed, one stopped early
+        gets all of them. `reached_full`: search trials at the full budget (expected)."""
+        if not self.top:
+            return 0.0
+        return self.top * self.seeds - min(self.top, reached_full)
+
 
 @dataclass
 class Space:

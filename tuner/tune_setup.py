@@ -47,7 +47,7 @@ class Phase:
     tag: str = "search"  # MLflow's vla_tune.phase
     time_budget_s: float | None = None  # Tune stops the phase after this long
     callbacks: list[Any] = field(default_factory=list)  # more Tune callbacks
-    eta: Any = None  # tuner.forecast.Eta for the live line
+    eta: Any = None  # tuner.eta.Eta for the live line
 
 
 def fit(

@@ -17,6 +17,7 @@ from trainables.calibrate import Calibration
 from tuner import forecast
 from tuner.eta import Eta
 from tuner.overhead import Overhead, measure_overhead, read_overhead, save_overhead
+from tuner.spaces import ConfirmSpec
 
 
 def continuing(n: int, rf: float, rng: np.random.Generator) -> int:
@@ -72,7 +73,7 @@ def prep_like(num: int, confirm_top: int = 0, budget: float | None = None):
         space=space,
         max_t=9,
         scheduler="fifo",
-        confirm=SimpleNamespace(top=confirm_top, seeds=3),
+        confirm=ConfirmSpec(top=confirm_top, seeds=3),
         options=SimpleNamespace(time_budget=budget),
     )
 
