@@ -31,12 +31,14 @@ def test_a_space_sets_a_budget(write_space):
 
 def test_the_budget_stops_every_trial_and_resume_finishes_them(sweep_args, write_space, tmp_path):
     """Made to run out: the first trial holds after its first epoch (its checkpoint
-    saved) while the others wait their turn, so a one-second budget ends the sweep with
-    all four trials unfinished. The resume (no budget, no hold) trains exactly what is left."""
+    saved) while the others wait their turn, so the budget ends the sweep with all four
+    trials unfinished, the first one held at its checkpoint (checked: it marked itself
+    waiting; the budget is longer than a tiny trial's first epoch, which the hold then
+    outlasts). The resume (no budget, no hold) trains exactly what is left."""
     hold = tmp_path / "hold"  # missing: a trial waits after each report
     args = sweep_args(
         write_space(SMALL_GRID), "--name", "budget", "--max-concurrent", "1",
-        "--scheduler", "fifo", "--time-budget", "1s",
+        "--scheduler", "fifo", "--time-budget", "20s",
     )  # fmt: skip
     run = cli("tuner.run", *args, env={**os.environ, HOLD_FILE_ENV: str(hold)}, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -45,6 +47,8 @@ def test_the_budget_stops_every_trial_and_resume_finishes_them(sweep_args, write
     assert "--resume --name budget" in run.stdout and "without a budget" in run.stdout
     experiment = tmp_path / "results" / "budget"
     assert len(json.loads((experiment / BUDGET_FILE).read_text())["cut"]) == 1  # the one started
+    assert (tmp_path / "hold.waiting").exists()  # it reported and held before the end
+    assert len(list(experiment.glob("*/checkpoint_000000"))) == 1  # the one it resumes from
     assert not list(experiment.glob("*/checkpoint_000001"))  # nothing past the hold
 
     resumed = cli(
