@@ -188,7 +188,7 @@ def prepare(opts: SweepOptions, load_data: bool = True) -> Prepared:
         ]
         if max_steps is not None:
             notes.append(steps_note(max_steps, candidates, plans))
-        runs = confirm.runs(0)  # at most: all taken from below the full budget
+        runs = int(confirm.runs(0))  # at most: all taken from below the full budget
         disk = estimate_note(task, candidates[0], data, space.num_trials(), runs)
         notes += [disk] if disk else []
         if single:
