@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.services import isolated_env
@@ -16,14 +18,26 @@ def ray_tmpdir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("r"))
 
 
+@pytest.fixture(scope="session")
+def worker_imports(tmp_path_factory) -> Path:
+    """A fresh interpreter's import of each task, as the calibration measures it
+    (trainables.calibrate.worker_import_s): once a session, shared by every test's cache,
+    as a user's cache keeps it (each measurement takes seconds)."""
+    return tmp_path_factory.mktemp("worker_imports")
+
+
 @pytest.fixture(autouse=True)
-def isolated_caches(tmp_path, ray_tmpdir, monkeypatch):
+def isolated_caches(tmp_path, ray_tmpdir, worker_imports, monkeypatch):
     """HF, torch, matplotlib, MLflow, Ray (home files too) and our decode cache write under
-    tmp_path."""
+    tmp_path; the import times measured this session are shared."""
     cache = tmp_path / "cache"
     # HOME: Ray's ~/.ray/auth_token, one per process.
-    for name, value in isolated_env(ray_tmpdir, cache, ray_tmpdir).items():
+    env = isolated_env(ray_tmpdir, cache, ray_tmpdir)
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
+    calibration = Path(env["VLA_TUNE_CACHE"]) / "calibration"
+    calibration.mkdir(parents=True)
+    (calibration / "imports").symlink_to(worker_imports, target_is_directory=True)
     return cache
 
 

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from trainables.cache import default_cache_dir, write_atomic
 from trainables.training import resolve_device
 
 # Bump when what is measured changes: older entries are then measured again.
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 # Keys that change the values a trial computes but not the work it does.
 COST_FREE_KEYS = frozenset(
     {
@@ -91,32 +92,60 @@ def plan_key(config: dict[str, Any]) -> str:
     return repr(cost_key({**config, "torch_threads": 0}))
 
 
-def trial_class_of(task: str) -> Any:
-    """The task's `Trial` subclass, and the seconds its imports took in this process: now,
-    or earlier through the task's lazy hooks (the driver's precompute loads the same
-    stack), so a fresh worker's import is counted even when it is loaded by now."""
-    from trainables.task import FIRST_IMPORT_S
+def stack_versions() -> dict[str, str]:
+    """The versions that decide how long a trial's imports take."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    module_name = f"trainables.{task}.trainable"
+    found = {"torch": torch.__version__}
+    for name in ("transformers", "peft", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def worker_import_s(task: str, root: Path) -> float:
+    """Seconds a fresh interpreter takes to import the task's trial module, as each new
+    Ray worker does before its first trial. This process has loaded that stack by now, so
+    a subprocess measures it; once per interpreter and versions (kept under `root`)."""
+    key = json.dumps(
+        {"task": task, "python": sys.executable, "versions": stack_versions()}, sort_keys=True
+    )
+    path = root / "imports" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    try:
+        return float(json.loads(path.read_text())["import_s"])
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    module = f"trainables.{task}.trainable"
     started = time.perf_counter()
-    fresh = module_name not in sys.modules
-    module = importlib.import_module(module_name)
-    now = (time.perf_counter() - started) if fresh else 0.0
-    return module.train.trial_class, max(now, sum(FIRST_IMPORT_S.values()))
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"a fresh interpreter could not import {module}: {last}")
+    text = json.dumps({"import_s": seconds, "key": json.loads(key)}, indent=2)
+    write_atomic(path, lambda f: f.write(text.encode()))
+    return seconds
 
 
-def measure(task: str, flat: dict[str, Any], data: Any, steps: int = 3) -> Calibration:
+def measure(
+    task: str, flat: dict[str, Any], data: Any, steps: int = 3, import_s: float = 0.0
+) -> Calibration:
     """Build the trial as a sweep would, run `steps` optimizer steps (the first is the
     warm-up; the rest are timed), one validation and one checkpoint. Its memory goes back
     when it is done, and the card share it set is lifted: in a local sweep this runs in
-    the driver, and the trials follow on the same card."""
+    the driver, and the trials follow on the same card. `import_s` is recorded as given:
+    a fresh worker's imports are measured apart (`worker_import_s`)."""
     from trainables.memory import TrialMemory
     from trainables.micro_batch import set_memory_share
     from trainables.trial_loop import apply_run_options
 
     if steps < 2:
         raise ValueError(f"steps must be >= 2 (one warm-up, one timed), got {steps}")
-    trial_class, import_s = trial_class_of(task)
+    trial_class = importlib.import_module(f"trainables.{task}.trainable").train.trial_class
     cfg = trial_class.parse_config(flat)
     device = resolve_device(cfg.train.device)
     apply_run_options(cfg.run, cfg.train.device)
@@ -225,7 +254,8 @@ def calibrate(
     found = cache.get(path)
     if found is not None:
         return found, True
-    calibration = measure(task, {**flat, "device": device}, data, steps)
+    import_s = worker_import_s(task, cache.root)
+    calibration = measure(task, {**flat, "device": device}, data, steps, import_s)
     cache.put(path, calibration)
     return calibration, False
 

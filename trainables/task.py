@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,24 +99,9 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
     trial runs."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(import_timed(module), name)(*args, **kwargs)
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     return call
-
-
-# Seconds each module took on its first import in this process through `lazy`: what a
-# fresh Ray worker pays again before its first trial (transformers, peft), and what a
-# calibration in this process, where they are loaded by then, would otherwise see as 0.
-FIRST_IMPORT_S: dict[str, float] = {}
-
-
-def import_timed(module: str) -> Any:
-    if module in sys.modules:
-        return sys.modules[module]
-    started = time.perf_counter()
-    loaded = importlib.import_module(module)
-    FIRST_IMPORT_S[module] = time.perf_counter() - started
-    return loaded
 
 
 def make_task(

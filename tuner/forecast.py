@@ -182,7 +182,9 @@ def plan_forecast(
     per_trial = [seconds(c, mean_epochs) for c in calibrations]
     mean_trial = sum(per_trial) / len(per_trial)
     longest = max(seconds(c, max_t) for c in calibrations)
-    start = max(c.import_s for c in calibrations)  # each slot's first trial imports the task
+    # Each phase starts its workers, which import the task: as the last search measured
+    # it, or before any, the imports a fresh interpreter took.
+    start = overhead.phase_s if overhead else max(c.import_s for c in calibrations)
     search_s = start + makespan([(mean_trial, n)], min(concurrency, n), longest)
     runs = math.ceil(prep.confirm.runs(dict(stops).get(max_t, 0.0)))
     full = sum(seconds(c, max_t) for c in calibrations) / len(calibrations)

@@ -2,9 +2,11 @@
 
 A calibration (trainables/calibrate.py) runs one trial alone; in a sweep the trials share
 the machine with each other, with Ray and with the MLflow logging, and Tune spends time
-between trials. A finished search compares its trials' own seconds with what the
-calibration said for the epochs they ran, and the wall time left outside the trials; the
-next forecast on the same device and concurrency applies both (tuner/forecast.py).
+between trials; each phase waits for Ray to start its trial workers, which import the
+task again. A finished search compares its trials' own seconds with what the calibration
+said for the epochs they ran, times how long it took to start its first trials, and
+divides the wall time left outside the trials among them; the next forecast on the same
+device and concurrency applies all three (tuner/forecast.py).
 """
 
 from __future__ import annotations
@@ -12,22 +14,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ray.tune import Callback
 
 
 @dataclass(frozen=True)
 class Overhead:
     """How a finished search's trials compared with their calibration. `speed`: the
     seconds of their epochs after the first over the calibrated epoch time (the machine
-    shared); `start_s`: what a trial's first epoch took beyond one such epoch (build, data,
-    features, warm-up in a worker); `trial_s`: wall time per trial outside the trials
-    (Tune's scheduling, result handling, MLflow)."""
+    shared); `start_s`: what a trial's first epoch took beyond one such epoch in a worker
+    that had run a trial before (build, data, features, warm-up); `trial_s`: wall time per
+    trial outside the trials (Tune's scheduling, result handling, MLflow); `phase_s`: what
+    each phase pays once before its trials run at that pace (Ray starts the trial workers,
+    which import the task and warm up; the search and the confirmation each start theirs)."""
 
     speed: float
     start_s: float
     trial_s: float
+    phase_s: float
     sweep: str
 
     def trial_seconds(self, calibration: Any, epochs: float) -> float:
@@ -35,9 +44,21 @@ class Overhead:
 
     def describe(self) -> str:
         return (
-            f"epochs x{self.speed:.2f}, {self.start_s:.1f} s to start a trial, "
-            f"+{self.trial_s:.1f} s between trials, as measured in {self.sweep}"
+            f"epochs x{self.speed:.2f}, {self.phase_s:.1f} s to start the workers, "
+            f"{self.start_s:.1f} s to start a trial, +{self.trial_s:.1f} s between trials, "
+            f"as measured in {self.sweep}"
         )
+
+
+class FirstResults(Callback):
+    """When each trial's first result arrived (time.monotonic()): with the time its first
+    epoch took, when the trial started, and so how long its phase took to start it."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        self.at.setdefault(trial.trial_id, time.monotonic())
 
 
 def overhead_path(device: str, concurrency: int, root: Path | None = None) -> Path:
@@ -54,29 +75,38 @@ def read_overhead(device: str, concurrency: int, root: Path | None = None) -> Ov
         return None
 
 
-Trial = tuple[dict[str, Any], int, float, float]  # config, epochs, first epoch's s, total s
+# config, epochs, first epoch's seconds, all epochs' seconds, and the seconds from the
+# phase's start to its first result (None: not seen)
+Trial = tuple[dict[str, Any], int, float, float, float | None]
 
 
 def measure_overhead(fc: Any, trials: list[Trial], wall_s: float, sweep: str) -> Overhead | None:
-    """From a finished search's trials and its wall time; None when nothing compares."""
+    """From a finished search's trials and its wall time; None when nothing compares.
+    The first trial on each slot runs in a fresh worker: its first epoch holds the
+    worker's imports and warm-up, which count once per phase (`phase_s`), not per trial."""
     from trainables.calibrate import plan_key
 
     known = []
-    for config, epochs, first_s, total_s in trials:
+    for config, epochs, first_s, total_s, first_at in trials:
         calibration = fc.by_plan.get(plan_key(config))
         if calibration is not None and epochs >= 1:
-            known.append((calibration.epoch_s(), epochs, first_s, total_s))
+            known.append((calibration.epoch_s(), epochs, first_s, total_s, first_at))
     if not known:
         return None
-    later = [(e * (n - 1), total - first) for e, n, first, total in known if n > 1]
+    later = [(e * (n - 1), total - first) for e, n, first, total, _ in known if n > 1]
     calibrated = sum(c for c, _ in later)
     speed = sum(s for _, s in later) / calibrated if calibrated > 0 else 1.0
-    start = sum(first - speed * e for e, _, first, _ in known) / len(known)
-    inside = sum(total for *_, total in known)
-    # The workers' imports at the search's start are forecast on their own (import_s).
+    by_start = sorted(known, key=lambda t: math.inf if t[4] is None else t[4] - t[2])
+    fresh = by_start[: fc.concurrency]
+    warm = by_start[fc.concurrency :] or fresh
+    start = max(0.0, sum(first - speed * e for e, _, first, _, _ in warm) / len(warm))
+    seen = [at - (start + speed * e) for e, _, _, _, at in fresh if at is not None]
     imports = max((c.import_s for c in fc.by_plan.values()), default=0.0)
-    outside = max(0.0, (wall_s - imports) * fc.concurrency - inside) / len(known)
-    return Overhead(speed=speed, start_s=max(0.0, start), trial_s=outside, sweep=sweep)
+    phase = max(0.0, sum(seen) / len(seen)) if seen else imports
+    cold = sum(max(0.0, first - start - speed * e) for e, _, first, _, _ in fresh)
+    inside = sum(total for _, _, _, total, _ in known) - cold
+    outside = max(0.0, (wall_s - phase) * fc.concurrency - inside) / len(known)
+    return Overhead(speed=speed, start_s=start, trial_s=outside, phase_s=phase, sweep=sweep)
 
 
 def save_overhead(fc: Any, overhead: Overhead, root: Path | None = None) -> None:
@@ -86,9 +116,12 @@ def save_overhead(fc: Any, overhead: Overhead, root: Path | None = None) -> None
     write_atomic(overhead_path(fc.device, fc.concurrency, root), lambda f: f.write(text))
 
 
-def learn(fc: Any, results: Any, wall_s: float, sweep: str) -> None:
-    """After a search that ran to its end: measure Tune's overhead against the calibration
-    and keep it for the next forecast on this device and concurrency."""
+def learn(
+    fc: Any, results: Any, wall_s: float, sweep: str, started: float, firsts: FirstResults
+) -> None:
+    """After a search that ran to its end (from time.monotonic() `started`): measure
+    Tune's overhead against the calibration and keep it for the next forecast on this
+    device and concurrency."""
     if fc is None:
         return
     trials = []
@@ -97,7 +130,9 @@ def learn(fc: Any, results: Any, wall_s: float, sweep: str) -> None:
         if r.error is not None or not r.config or frame is None or not len(frame):
             continue
         times = frame["time_this_iter_s"]
-        trials.append((r.config, len(times), float(times.iloc[0]), float(times.sum())))
+        at = firsts.at.get(str(frame["trial_id"].iloc[0]))
+        first_at = None if at is None else at - started
+        trials.append((r.config, len(times), float(times.iloc[0]), float(times.sum()), first_at))
     overhead = measure_overhead(fc, trials, wall_s, sweep)
     if overhead is not None:
         save_overhead(fc, overhead)

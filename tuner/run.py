@@ -184,7 +184,8 @@ def run(
         )
         started, watch = time.monotonic(), budget.BudgetWatch(opts.time_budget)
         search = search_phase(prep, storage, base)
-        search.time_budget_s, search.callbacks = opts.time_budget, [watch]
+        firsts = overhead.FirstResults()
+        search.time_budget_s, search.callbacks = opts.time_budget, [watch, firsts]
         search.eta = Eta.for_phase(prep, fc.concurrency if fc else 1)
         if resume:
             budget.reopen(storage)  # the trials a budget cut go on
@@ -192,7 +193,8 @@ def run(
         cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
         if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
-            overhead.learn(fc, results, time.monotonic() - started, storage.name)
+            wall = time.monotonic() - started
+            overhead.learn(fc, results, wall, storage.name, started, firsts)
         if prep.confirm.top and not unfinished and not cut:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)

@@ -4,12 +4,17 @@ data, and its cache keyed by what changes the cost."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from trainables.calibrate import CalibrationCache, calibrate, cost_key, measure
+from trainables.calibrate import (
+    CalibrationCache,
+    calibrate,
+    cost_key,
+    measure,
+    worker_import_s,
+)
 from trainables.mobile_vla.task import TASK
 
 
@@ -69,22 +74,17 @@ def test_cost_key_drops_only_what_costs_nothing():
     assert key == {"batch_size": "64", "lora_r": "8"}
 
 
-FRESH_PROCESS = """
-from trainables.calibrate import trial_class_of
-from trainables.task import FIRST_IMPORT_S, import_timed
+def test_a_fresh_workers_import_is_measured_in_a_fresh_interpreter(tmp_path):
+    """This process has loaded the task's stack; a fresh Ray worker imports it again, so
+    the calibration times a fresh interpreter's import, once per environment."""
+    seconds = worker_import_s("robot_code", tmp_path)
+    assert seconds > 0.3  # transformers and peft in a new process: not the ~0 s of a reload
+    (entry,) = (tmp_path / "imports").glob("*.json")
+    saved = json.loads(entry.read_text())
+    assert saved["import_s"] == seconds and saved["key"]["python"] == sys.executable
+    assert worker_import_s("robot_code", tmp_path) == seconds  # read back, not measured
+    entry.write_text(json.dumps({**saved, "import_s": 123.0}))
+    assert worker_import_s("robot_code", tmp_path) == 123.0
 
-import_timed("trainables.robot_code.trainable")  # as the driver's lazy hooks load it
-first = FIRST_IMPORT_S["trainables.robot_code.trainable"]
-_, counted = trial_class_of("robot_code")  # loaded by now: importing again costs nothing
-print(first, counted)
-"""
-
-
-def test_a_fresh_workers_import_is_counted_when_the_driver_has_loaded_it():
-    """A calibration in the driver runs after the task's stack is imported there; a fresh
-    Ray worker imports it again, so the calibration counts the driver's first import."""
-    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    first, counted = map(float, run.stdout.split())
-    assert first > 0.1  # torch is loaded, transformers and peft are not: seconds, not 0
-    assert counted >= first
+    with pytest.raises(RuntimeError, match="could not import trainables.no_such_task.trainable"):
+        worker_import_s("no_such_task", tmp_path)

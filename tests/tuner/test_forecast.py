@@ -89,28 +89,40 @@ def test_plan_forecast_counts_trials_confirmation_and_budget():
     doc = fc.document()
     assert doc["seconds"] == pytest.approx(2 * 2 + 6 * 66) and doc["exceeds_budget"] is True
 
-    overhead = Overhead(speed=2.0, start_s=4.0, trial_s=5.0, sweep="before")
+    overhead = Overhead(speed=2.0, start_s=4.0, trial_s=5.0, phase_s=3.0, sweep="before")
     slower = forecast.plan_forecast(prep_like(4), [cal] * 4, 1, 0, 1, False, overhead)
-    assert slower.search_s == pytest.approx(2.0 + 4 * (4 + 9 * 7 * 2 + 5))
-    assert "epochs x2.00, 4.0 s to start a trial, +5.0 s between trials, as measured in before" in (
-        slower.line()
-    )
+    assert slower.search_s == pytest.approx(3.0 + 4 * (4 + 9 * 7 * 2 + 5))  # measured start
+    assert (
+        "epochs x2.00, 3.0 s to start the workers, 4.0 s to start a trial, +5.0 s between "
+        "trials, as measured in before"
+    ) in slower.line()
 
 
 def test_overhead_is_measured_from_a_finished_search(tmp_path):
-    cal = calibration(0.5)
-    fc = forecast.plan_forecast(prep_like(2), [cal] * 2, 2, 0, 1, False)
+    cal = calibration(0.5)  # an epoch: 7 s
+    fc = forecast.plan_forecast(prep_like(4), [cal] * 4, 2, 0, 1, False)
     config = {"learning_rate": 1e-4, "batch_size": 32}
     from trainables.calibrate import cost_key
 
     fc.by_plan = {repr(cost_key({**config, "torch_threads": 0})): cal}
-    # Two trials of 3 epochs (7 s each, calibrated) took 20 s for the first epoch and 14 s
-    # for each later one: epochs x2, 20 - 2 x 7 = 6 s to start. The search took 60 s on 2
-    # slots, 2 s of them the workers' imports: 116 - 96 = 20 s outside the trials, 10 s per
-    # trial.
-    trials = [({**config, "torch_threads": 1, "learning_rate": lr}, 3, 20.0, 48.0) for lr in (1, 2)]
-    overhead = measure_overhead(fc, trials, 60.0, "sweep-a")
-    assert overhead == Overhead(speed=2.0, start_s=6.0, trial_s=10.0, sweep="sweep-a")
+
+    # Four trials of 3 epochs on 2 slots; the machine shared, each epoch after the first
+    # took 14 s (x2). A trial in a worker that ran one before took 20 s for its first
+    # epoch: 20 - 14 = 6 s to start. The first trial on each slot took 25 s: 5 s of
+    # imports in its fresh worker, and its first result came 28 s after the search
+    # started: 28 - 20 = 8 s to start the workers. Those two ended 56 s in; 10 s later the
+    # next two began (first result at 86 s); the search took 124 s: (124 - 8) x 2 = 232 s
+    # of slot time, 192 s of it inside the trials once the imports are taken out, 10 s
+    # per trial outside them.
+    def trial(lr: float, first_s: float, first_at: float):
+        flat = {**config, "torch_threads": 1, "learning_rate": lr}
+        return (flat, 3, first_s, first_s + 28, first_at)
+
+    later, fresh = (20.0, 86.0), (25.0, 28.0)  # listed out of order: sorted by their start
+    trials = [trial(3, *later), trial(1, *fresh), trial(4, *later), trial(2, *fresh)]
+    overhead = measure_overhead(fc, trials, 124.0, "sweep-a")
+    expected = Overhead(speed=2.0, start_s=6.0, trial_s=10.0, phase_s=8.0, sweep="sweep-a")
+    assert overhead == expected
     save_overhead(fc, overhead, root=tmp_path)
     assert read_overhead(cal.device, 2, root=tmp_path) == overhead
     assert read_overhead(cal.device, 3, root=tmp_path) is None  # another concurrency
