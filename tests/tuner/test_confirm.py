@@ -10,8 +10,6 @@ import os
 import signal
 import sys
 
-import pytest
-
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import SMALL_GRID
 from trainables.tune_function import HOLD_FILE_ENV
@@ -24,45 +22,6 @@ def by_phase(children):
     search = [c for c in children if c.data.tags.get("vla_tune.phase") == "search"]
     confirm = [c for c in children if c.data.tags.get("vla_tune.phase") == "confirm"]
     return search, confirm
-
-
-def test_top_configurations_get_more_seeds_and_a_verdict(sweep_args, write_space, tmp_path):
-    space = write_space(SMALL_GRID.replace("max_epochs: 2", "max_epochs: 1"))
-    run = cli("tuner.run", *sweep_args(space, "--name", "confirmed", *CONFIRM))
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert (
-        "confirm    top 2 x 2 seeds (2 more runs after the search; a tie in practice below 1%)"
-        in run.stdout
-    )
-    assert "confirmed (val_loss" in run.stdout and "\nverdict: " in run.stdout
-
-    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    search, confirm = by_phase(children)
-    assert len(parents) == 1 and len(search) == 4 and len(confirm) == 2  # K x (N - 1)
-    assert {c.data.params["seed"] for c in confirm} == {"1"}  # the search ran seed 0
-    confirmed = {c.data.params["confirms"] for c in confirm}
-    assert len(confirmed) == 2 and confirmed <= {c.info.run_name for c in search}
-    assert {c.info.status for c in children} == {"FINISHED"}
-
-    parent = parents[0]
-    line = parent.data.tags["vla_tune.verdict"]
-    assert line.startswith("best lr=") and "(2 seeds)" in line
-    assert f"verdict: {line}" in run.stdout
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"confirm.csv", "confirm.png"} <= artifacts
-    path = client.download_artifacts(parent.info.run_id, "confirm.csv", str(tmp_path))
-    table = list(csv.DictReader(io.StringIO(open(path).read())))
-    assert [(r["rank"], r["seed"]) for r in table] == [
-        ("1", "0"),
-        ("1", "1"),
-        ("2", "0"),
-        ("2", "1"),
-    ]
-
-    best = json.loads((tmp_path / "results" / "confirmed" / "best.json").read_text())
-    assert best["confirmed"]["verdict"] == line and best["confirmed"]["seeds"] == [0, 1]
-    assert best["confirmed"]["min_effect"] == 0.01
-    assert best["trial"] == table[0]["config"]  # the confirmed best, not just the search's
 
 
 def test_asha_sweep_confirms_the_k_asked_for(sweep_args, write_space, tmp_path):
@@ -89,13 +48,16 @@ def test_asha_sweep_confirms_the_k_asked_for(sweep_args, write_space, tmp_path):
     assert below == any(n == 2 for n in runs.values())
 
 
-@pytest.mark.parametrize("how", ["killed", "ctrl-c"])
-def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, tmp_path, how):
-    """The driver is killed (SIGKILL), or interrupted (SIGINT: Tune then returns from
-    fit()), while a confirmation run holds after its first epoch."""
+def test_an_interrupted_confirmation_resumes_to_a_verdict_running_nothing_twice(
+    sweep_args, write_space, tmp_path
+):
+    """The driver is interrupted (SIGINT: Tune then returns from fit()) while a
+    confirmation run holds after its first epoch; --resume finishes the confirmation, and
+    its verdict, table and best are those of a sweep that was never interrupted. (A
+    driver killed outright is resumed in tests/tuner/test_sweep.py.)"""
     space = write_space(SMALL_GRID)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "killed", *CONFIRM)]
+    command = [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "cut", *CONFIRM)]
     hold = tmp_path / "hold"
     hold.write_text(f"0 {CONFIRM_DIR}")  # the search runs; confirmation runs hold after epoch 1
 
@@ -109,28 +71,47 @@ def test_resume_during_confirmation_runs_nothing_twice(sweep_args, write_space, 
     driver = start_group(command, env={**os.environ, HOLD_FILE_ENV: str(hold)}, log=log)
     try:
         wait_for(driver, a_confirmation_run_holds, "a confirmation run after its first epoch")
-        if how == "ctrl-c":
-            driver.send_signal(signal.SIGINT)
-            # An interrupted confirmation names no winner: the sweep is unfinished.
-            assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
-            _, parents, _ = sweep_runs(uri)
-            assert parents[0].info.status == "KILLED"
-            assert "vla_tune.verdict" not in parents[0].data.tags
+        driver.send_signal(signal.SIGINT)
+        # An interrupted confirmation names no winner: the sweep is unfinished.
+        assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
+        _, parents, _ = sweep_runs(uri)
+        assert parents[0].info.status == "KILLED"
+        assert "vla_tune.verdict" not in parents[0].data.tags
     finally:
-        with contextlib.suppress(ProcessLookupError):  # ctrl-c: the group may be gone
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone
             kill_group(driver)
-
-    resumed = cli(
-        "tuner.run", "--resume", "--name", "killed", "--storage-path", tmp_path / "results"
+    assert (
+        "confirm    top 2 x 2 seeds (2 more runs after the search; a tie in practice below 1%)"
+        in log.read_text()
     )
+
+    resumed = cli("tuner.run", "--resume", "--name", "cut", "--storage-path", tmp_path / "results")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "confirmed (val_loss" in resumed.stdout and "\nverdict: " in resumed.stdout
     client, parents, children = sweep_runs(uri)
     search, confirm = by_phase(children)
-    assert len(parents) == 1 and len(search) == 4 and len(confirm) == 2  # none duplicated
+    assert len(parents) == 1 and len(search) == 4 and len(confirm) == 2  # K x (N - 1), none twice
     assert {c.info.status for c in children} == {"FINISHED"}
     for child in confirm:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
         assert steps == [1, 2], (child.info.run_name, steps)
-    assert parents[0].data.tags["vla_tune.verdict"].startswith("best ")
+    assert {c.data.params["seed"] for c in confirm} == {"1"}  # the search ran seed 0
+    confirmed = {c.data.params["confirms"] for c in confirm}
+    assert len(confirmed) == 2 and confirmed <= {c.info.run_name for c in search}
     # Each confirmation run keeps one checkpoint (of 2 epochs) once the phase is over.
-    assert len(list((tmp_path / "results" / "killed" / "confirm").glob("*/checkpoint_*"))) == 2
+    assert len(list((tmp_path / "results" / "cut" / "confirm").glob("*/checkpoint_*"))) == 2
+
+    parent = parents[0]
+    line = parent.data.tags["vla_tune.verdict"]
+    assert line.startswith("best lr=") and "(2 seeds)" in line
+    assert f"verdict: {line}" in resumed.stdout
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"confirm.csv", "confirm.png"} <= artifacts
+    path = client.download_artifacts(parent.info.run_id, "confirm.csv", str(tmp_path))
+    table = list(csv.DictReader(io.StringIO(open(path).read())))
+    ranks_seeds = [(r["rank"], r["seed"]) for r in table]
+    assert ranks_seeds == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
+    best = json.loads((tmp_path / "results" / "cut" / "best.json").read_text())
+    assert best["confirmed"]["verdict"] == line and best["confirmed"]["seeds"] == [0, 1]
+    assert best["confirmed"]["min_effect"] == 0.01
+    assert best["trial"] == table[0]["config"]  # the confirmed best, not just the search's
