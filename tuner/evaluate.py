@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.cli import exit_with
 from trainables.training_state import TRIAL_CONFIG_FILE
 from tuner.checks import BadInput
 from tuner.export import EXPORT_RECORD, one_line
@@ -120,4 +121,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainables.cli import exit_with
 from trainables.training_state import STATE_FILE, TRIAL_CONFIG_FILE
 from tuner.checks import BadInput
 from tuner.storage import BEST_FILE, SWEEP_FILE, find_best
@@ -102,4 +103,4 @@ def model_writer(task: Any, config: dict, merge: bool) -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -68,10 +68,12 @@ def slots(nodes: list[tuple[float, float]], cpu: float, gpu: float) -> int:
 def makespan(durations: list[tuple[float, float]], concurrency: int, longest: float) -> float:
     """Seconds for (duration, count) jobs on `concurrency` slots: the work spread evenly,
     plus half of the worst tail a greedy schedule can leave (one longest job started last
-    on a slot while the others sit idle)."""
+    on a slot while the others sit idle); the longest job when every one has a slot."""
     work = sum(d * n for d, n in durations)
     if concurrency <= 1:
         return work
+    if sum(n for _, n in durations) <= concurrency:  # all at once: the longest decides
+        return longest
     return work / concurrency + (1 - 1 / concurrency) * longest / 2
 
 

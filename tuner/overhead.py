@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,25 +87,31 @@ def measure_overhead(fc: Any, trials: list[Trial], wall_s: float, sweep: str) ->
     worker's imports and warm-up, which count once per phase (`phase_s`), not per trial."""
     from trainables.calibrate import plan_key
 
-    known = []
-    for config, epochs, first_s, total_s, first_at in trials:
-        calibration = fc.by_plan.get(plan_key(config))
-        if calibration is not None and epochs >= 1:
-            known.append((calibration.epoch_s(), epochs, first_s, total_s, first_at))
+    known = [
+        (fc.by_plan.get(plan_key(c)), n, first, total, at) for c, n, first, total, at in trials
+    ]
+    known = [t for t in known if t[0] is not None and t[1] >= 1]
     if not known:
         return None
-    later = [(e * (n - 1), total - first) for e, n, first, total, _ in known if n > 1]
+    later = [(cal.epoch_s() * (n - 1), total - first) for cal, n, first, total, _ in known if n > 1]
     calibrated = sum(c for c, _ in later)
     speed = sum(s for _, s in later) / calibrated if calibrated > 0 else 1.0
+    # By when each trial began: the first on each slot ran in a fresh worker.
     by_start = sorted(known, key=lambda t: math.inf if t[4] is None else t[4] - t[2])
-    fresh = by_start[: fc.concurrency]
-    warm = by_start[fc.concurrency :] or fresh
-    start = max(0.0, sum(first - speed * e for e, _, first, _, _ in warm) / len(warm))
-    seen = [at - (start + speed * e) for e, _, _, _, at in fresh if at is not None]
-    imports = max((c.import_s for c in fc.by_plan.values()), default=0.0)
-    phase = max(0.0, sum(seen) / len(seen)) if seen else imports
-    cold = sum(max(0.0, first - start - speed * e) for e, _, first, _, _ in fresh)
-    inside = sum(total for _, _, _, total, _ in known) - cold
+    fresh, warm = by_start[: fc.concurrency], by_start[fc.concurrency :]
+    if warm:
+        start = max(0.0, statistics.mean(f - speed * cal.epoch_s() for cal, _, f, _, _ in warm))
+    else:  # no trial ran in a worker that had run one before: the calibrated set-up
+        start = statistics.mean(cal.setup_s for cal, *_ in fresh)
+
+    def warm_first(calibration: Any) -> float:
+        return start + speed * calibration.epoch_s()
+
+    seen = [at - warm_first(cal) for cal, _, _, _, at in fresh if at is not None]
+    imports = max(cal.import_s for cal, *_ in fresh)
+    phase = max(0.0, statistics.mean(seen)) if seen else imports
+    cold = sum(max(0.0, first - warm_first(cal)) for cal, _, first, _, _ in fresh)
+    inside = sum(total for *_, total, _ in known) - cold
     outside = max(0.0, (wall_s - phase) * fc.concurrency - inside) / len(known)
     return Overhead(speed=speed, start_s=start, trial_s=outside, phase_s=phase, sweep=sweep)
 

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from trainables.cli import exit_with
 from tuner import budget, forecast, overhead
 from tuner.checks import BadInput, trial_resources
 from tuner.eta import Eta
@@ -354,4 +355,4 @@ def _default_mlflow_uri() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

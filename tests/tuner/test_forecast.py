@@ -57,6 +57,7 @@ def test_slots_and_makespan():
     assert forecast.slots([(16, 1)], 4, 2) == 1  # never below one
     assert forecast.makespan([(10.0, 4)], 1, 10.0) == 40.0
     assert forecast.makespan([(10.0, 4)], 2, 10.0) == pytest.approx(20.0 + 2.5)
+    assert forecast.makespan([(8.0, 2)], 2, 10.0) == 10.0  # each its own slot: the longest
     assert forecast.duration(4900) == "1 h 22 min" and forecast.duration(42) == "42 s"
 
 
@@ -123,6 +124,14 @@ def test_overhead_is_measured_from_a_finished_search(tmp_path):
     overhead = measure_overhead(fc, trials, 124.0, "sweep-a")
     expected = Overhead(speed=2.0, start_s=6.0, trial_s=10.0, phase_s=8.0, sweep="sweep-a")
     assert overhead == expected
+    # Two trials on two slots: neither ran in a worker that had run one before, so the
+    # start of a trial is its calibrated set-up (3 s), and the rest of their first epochs
+    # (28 - 3 - 14 = 11 s) is the workers' start.
+    pair = forecast.plan_forecast(prep_like(2), [cal] * 2, 2, 0, 1, False)
+    pair.by_plan = fc.by_plan
+    first_two = measure_overhead(pair, [trial(1, *fresh), trial(2, *fresh)], 64.0, "sweep-b")
+    assert (first_two.start_s, first_two.phase_s) == (3.0, 11.0)
+    assert first_two.trial_s == pytest.approx(((64 - 11) * 2 - (2 * 53 - 2 * 8)) / 2)
     save_overhead(fc, overhead, root=tmp_path)
     assert read_overhead(cal.device, 2, root=tmp_path) == overhead
     assert read_overhead(cal.device, 3, root=tmp_path) is None  # another concurrency

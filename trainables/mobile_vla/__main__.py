@@ -8,10 +8,9 @@ Flags, checkpoints and errors are the shared standalone CLI's (trainables/cli.py
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from trainables.cli import Setup, epoch_line, standalone_main
+from trainables.cli import Setup, epoch_line, exit_with, standalone_main
 
 
 def validation_figures(metrics: dict[str, Any]) -> list[str]:
@@ -40,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -9,10 +9,9 @@ Flags, checkpoints and errors are the shared standalone CLI's (trainables/cli.py
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from trainables.cli import Setup, epoch_line, standalone_main
+from trainables.cli import Setup, epoch_line, exit_with, standalone_main
 
 
 def format_metrics(metrics: dict[str, Any], max_epochs: int) -> str:
@@ -44,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
