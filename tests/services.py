@@ -39,6 +39,22 @@ def isolated_env(home: Path | str, cache: Path, ray_tmpdir: Path | str) -> dict[
     }
 
 
+# What tests/conftest.py makes in every test's tmp_path: the link to the import times
+# measured once a session.
+HARNESS_PATHS = (
+    "cache",
+    "cache/vla-tune",
+    "cache/vla-tune/calibration",
+    "cache/vla-tune/calibration/imports",
+)
+
+
+def written(root: Path) -> list[str]:
+    """What a test's commands wrote under `root`: every path but the harness's."""
+    found = (str(p.relative_to(root)) for p in root.rglob("*"))
+    return sorted(p for p in found if p not in HARNESS_PATHS)
+
+
 def without_packages(folder: Path, names: tuple[str, ...] = TUNER_ONLY) -> dict[str, str]:
     """os.environ for a subprocess in which importing `names` fails as if they were not
     installed: a sitecustomize.py in `folder` (first on PYTHONPATH, then this project) sets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services import cli, free_port
+from tests.services import cli, free_port, written
 from tests.tuner.conftest import SMALL_GRID, run_main
 from tuner.run import main
 
@@ -114,7 +114,7 @@ def test_name_is_one_folder_under_the_storage_path(capsys, sweep_args, write_spa
     assert code == 2 and err.startswith(f"error: --name {name!r}: expected one folder name")
     code, err = run_main(capsys, ["--resume", "--name", name])
     assert code == 2 and err.startswith(f"error: --name {name!r}")
-    assert [p.name for p in tmp_path.iterdir()] == ["space.yaml"]  # nothing written
+    assert written(tmp_path) == ["space.yaml"]  # nothing written
 
 
 def test_no_validation_data_is_refused(capsys, sweep_args, write_space, demo_dir, tmp_path):
