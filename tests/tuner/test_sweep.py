@@ -229,7 +229,7 @@ def robot_code_sweep(space: str, name: str, write_space, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = cli(
         "tuner.run", "--space", write_space(space), "--storage-path", tmp_path / "results",
-        "--mlflow-uri", uri, "--name", name,
+        "--mlflow-uri", uri, "--name", name, "--max-epochs", "1",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return run, uri
