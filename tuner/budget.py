@@ -133,24 +133,28 @@ def reopen(storage: Any) -> int:
     return reopened
 
 
+# Tune's generator of new trials, and the key of its saved state that says it is done:
+# its own variant generator (grid, random) or the wrapper around a searcher (optuna).
+GENERATOR_STATES = {"basic-variant-state-": "_finished", "search_gen_state-": "finished"}
+
+
 def reopen_generator(fs: Any, root: str) -> None:
-    """Tune marks its grid/random generator finished when the budget stops it; the points
-    it had not handed out yet must still come after --resume."""
+    """Tune marks its generator finished when the budget stops it; the grid points it had
+    not handed out, or the samples a searcher had not drawn, must still come after
+    --resume. (Ray's own state files, which Tuner.restore unpickles next anyway.)"""
     import pyarrow.fs
     import ray.cloudpickle as cloudpickle
 
-    names = sorted(
-        info.path
-        for info in fs.get_file_info(pyarrow.fs.FileSelector(root))
-        if info.base_name.startswith("basic-variant-state-")
-    )
-    if not names:
-        return
-    with fs.open_input_stream(names[-1]) as f:
-        state = cloudpickle.loads(f.read())
-    state["_finished"] = False
-    with fs.open_output_stream(names[-1]) as f:
-        f.write(cloudpickle.dumps(state))
+    files = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    for prefix, key in GENERATOR_STATES.items():
+        names = sorted(info.path for info in files if info.base_name.startswith(prefix))
+        if not names:
+            continue
+        with fs.open_input_stream(names[-1]) as f:
+            state = cloudpickle.loads(f.read())
+        state[key] = False
+        with fs.open_output_stream(names[-1]) as f:
+            f.write(cloudpickle.dumps(state))
 
 
 def stop_line(storage: Any, storage_path: str, stopped: int, left: int, elapsed: float) -> str:

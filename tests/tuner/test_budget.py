@@ -29,15 +29,25 @@ def test_a_space_sets_a_budget(write_space):
         load_space(str(write_space(SMALL_GRID + "time_budget: soon\n", "bad.yaml")))
 
 
-def test_the_budget_stops_every_trial_and_resume_finishes_them(sweep_args, write_space, tmp_path):
+# The grid's four points drawn by Optuna: 4 samples, one at a time.
+OPTUNA = SMALL_GRID.replace("search: grid", "search: optuna\nnum_samples: 4").replace(
+    "learning_rate: [3.0e-3, 1.0e-5]", "learning_rate: {loguniform: [1.0e-5, 3.0e-3]}"
+)
+
+
+@pytest.mark.parametrize("space", [SMALL_GRID, OPTUNA], ids=["grid", "optuna"])
+def test_the_budget_stops_every_trial_and_resume_finishes_them(
+    sweep_args, write_space, tmp_path, space
+):
     """Made to run out: the first trial holds after its first epoch (its checkpoint
     saved) while the others wait their turn, so the budget ends the sweep with all four
     trials unfinished, the first one held at its checkpoint (checked: it marked itself
     waiting; the budget is longer than a tiny trial's first epoch, which the hold then
-    outlasts). The resume (no budget, no hold) trains exactly what is left."""
+    outlasts). The resume (no budget, no hold) trains exactly what is left: the grid
+    points not started, or the samples Optuna had not drawn."""
     hold = tmp_path / "hold"  # missing: a trial waits after each report
     args = sweep_args(
-        write_space(SMALL_GRID), "--name", "budget", "--max-concurrent", "1",
+        write_space(space), "--name", "budget", "--max-concurrent", "1",
         "--scheduler", "fifo", "--time-budget", "20s",
     )  # fmt: skip
     run = cli("tuner.run", *args, env={**os.environ, HOLD_FILE_ENV: str(hold)}, timeout=600)
