@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 import pytest
 
-from tests.services import cli, sweep_runs
+from tests.services import cli, mlflow_server, sweep_runs
 from tests.tuner.conftest import SMALL_GRID
 from trainables.tune_function import HOLD_FILE_ENV
 from tuner.budget import BUDGET_FILE, parse_duration
@@ -35,7 +36,7 @@ OPTUNA = SMALL_GRID.replace("search: grid", "search: optuna\nnum_samples: 4").re
 )
 
 
-@pytest.mark.parametrize("space", [SMALL_GRID, OPTUNA], ids=["grid", "optuna"])
+@pytest.mark.parametrize("space", [SMALL_GRID, OPTUNA], ids=["grid", "optuna-mlflow-server"])
 def test_the_budget_stops_every_trial_and_resume_finishes_them(
     sweep_args, write_space, tmp_path, space
 ):
@@ -44,11 +45,20 @@ def test_the_budget_stops_every_trial_and_resume_finishes_them(
     trials unfinished, the first one held at its checkpoint (checked: it marked itself
     waiting; the budget is longer than a tiny trial's first epoch, which the hold then
     outlasts). The resume (no budget, no hold) trains exactly what is left: the grid
-    points not started, or the samples Optuna had not drawn."""
+    points not started, or the samples Optuna had not drawn. The Optuna sweep logs to a
+    real MLflow server, as a cluster's sweeps do."""
+    with contextlib.ExitStack() as stack:
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        if space is OPTUNA:
+            uri = stack.enter_context(mlflow_server(tmp_path))
+        budget_then_resume(sweep_args, write_space, tmp_path, space, uri)
+
+
+def budget_then_resume(sweep_args, write_space, tmp_path, space, uri):
     hold = tmp_path / "hold"  # missing: a trial waits after each report
     args = sweep_args(
         write_space(space), "--name", "budget", "--max-concurrent", "1",
-        "--scheduler", "fifo", "--time-budget", "20s",
+        "--scheduler", "fifo", "--time-budget", "20s", "--mlflow-uri", uri,
     )  # fmt: skip
     run = cli("tuner.run", *args, env={**os.environ, HOLD_FILE_ENV: str(hold)}, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -68,7 +78,7 @@ def test_the_budget_stops_every_trial_and_resume_finishes_them(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "the time budget ended" not in resumed.stdout
     assert "4 trials: 4 completed" in resumed.stdout
-    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client, parents, children = sweep_runs(uri)
     assert len(parents) == 1 and len(children) == 4  # the same runs, continued
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
@@ -82,3 +92,8 @@ def test_the_budget_stops_every_trial_and_resume_finishes_them(
     assert {"importance.learning_rate", "importance.weight_decay"} <= set(params)
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"importance.png", "marginals.png"} <= artifacts
+    if space is OPTUNA:  # four samples drawn from the ranges, each trained in full
+        rates = {float(c.data.params["learning_rate"]) for c in children}
+        assert len(rates) == 4 and all(1e-5 <= r <= 3e-3 for r in rates)
+        assert {c.data.params["weight_decay"] for c in children} <= {"0.0", "0.1"}
+        assert {c.data.tags["vla_tune.stopped"] for c in children} == {"completed"}

@@ -10,25 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import SMALL_GRID
 from trainables.tune_function import HOLD_FILE_ENV
-
-OPTUNA = """
-trainable: mobile_vla
-metric: val_loss
-mode: min
-search: optuna
-num_samples: 3
-params:
-  learning_rate: {loguniform: [1.0e-4, 3.0e-3]}
-  lora_r: {choice: [4, 8]}
-fixed:
-  batch_size: 32
-  max_epochs: 1
-scheduler: fifo
-"""
 
 
 def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
@@ -104,26 +88,6 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert config["train_setup"]["lora_enable"] is True
     assert config["learning_rate"] == best_json["config"]["learning_rate"]
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").exists()
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    with services.mlflow_server(tmp_path) as uri:
-        yield uri
-
-
-def test_optuna_sweep_logs_to_a_remote_mlflow_server(sweep_args, write_space, mlflow_server):
-    args = sweep_args(write_space(OPTUNA), "--name", "tpe")
-    args[args.index("--mlflow-uri") + 1] = mlflow_server
-    run = cli("tuner.run", *args)
-    assert run.returncode == 0, run.stderr[-3000:]
-    client, parents, children = sweep_runs(mlflow_server)
-    assert len(parents) == 1 and len(children) == 3
-    rates = {float(c.data.params["learning_rate"]) for c in children}
-    assert len(rates) == 3 and all(1e-4 <= r <= 3e-3 for r in rates)
-    assert all(c.data.params["lora_r"] in ("4", "8") for c in children)
-    assert all(c.data.tags["vla_tune.stopped"] == "completed" for c in children)
-    assert "val_loss" in children[0].data.metrics
 
 
 TWO_TRIALS_IN_TURN = SMALL_GRID.replace("  weight_decay: [0.0, 0.1]\n", "").replace(
