@@ -104,6 +104,7 @@ class Forecast:
     overhead: Overhead | None = None  # measured by the last search on this set-up
     by_plan: dict[str, Any] = field(default_factory=dict)  # cost key -> Calibration
     device: str = ""
+    task: str = ""  # whose overhead applies (tuner/overhead.py)
 
     @property
     def seconds(self) -> float:
@@ -269,9 +270,10 @@ def sweep_forecast(
     if prep.options.max_concurrent:
         concurrency = min(concurrency, prep.options.max_concurrent)
     concurrency = min(concurrency, prep.space.num_trials())
-    overhead = read_overhead(calibrations[0].device, concurrency)
+    overhead = read_overhead(prep.task.name, calibrations[0].device, concurrency)
     fc = plan_forecast(prep, calibrations, concurrency, gpu, cpu, all_cached, overhead)
     fc.by_plan = {key: calibration for key, (calibration, _) in measured.items()}
+    fc.task = prep.task.name
     return fc
 
 

@@ -62,16 +62,20 @@ class FirstResults(Callback):
         self.at.setdefault(trial.trial_id, time.monotonic())
 
 
-def overhead_path(device: str, concurrency: int, root: Path | None = None) -> Path:
+def overhead_path(task: str, device: str, concurrency: int, root: Path | None = None) -> Path:
+    """Where the overhead of a task's sweeps on a device at a concurrency is kept: a trial's
+    start and the workers' imports are the task's own."""
     from trainables.cache import default_cache_dir
 
-    key = hashlib.sha256(f"{device}|{concurrency}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{task}|{device}|{concurrency}".encode()).hexdigest()[:24]
     return (root or default_cache_dir() / "calibration") / f"overhead-{key}.json"
 
 
-def read_overhead(device: str, concurrency: int, root: Path | None = None) -> Overhead | None:
+def read_overhead(
+    task: str, device: str, concurrency: int, root: Path | None = None
+) -> Overhead | None:
     try:
-        return Overhead(**json.loads(overhead_path(device, concurrency, root).read_text()))
+        return Overhead(**json.loads(overhead_path(task, device, concurrency, root).read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -120,7 +124,8 @@ def save_overhead(fc: Any, overhead: Overhead, root: Path | None = None) -> None
     from trainables.cache import write_atomic
 
     text = json.dumps(dataclasses.asdict(overhead)).encode()
-    write_atomic(overhead_path(fc.device, fc.concurrency, root), lambda f: f.write(text))
+    path = overhead_path(fc.task, fc.device, fc.concurrency, root)
+    write_atomic(path, lambda f: f.write(text))
 
 
 def learn(

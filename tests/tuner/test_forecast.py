@@ -132,9 +132,11 @@ def test_overhead_is_measured_from_a_finished_search(tmp_path):
     first_two = measure_overhead(pair, [trial(1, *fresh), trial(2, *fresh)], 64.0, "sweep-b")
     assert (first_two.start_s, first_two.phase_s) == (3.0, 11.0)
     assert first_two.trial_s == pytest.approx(((64 - 11) * 2 - (2 * 53 - 2 * 8)) / 2)
+    fc.task = "mobile_vla"
     save_overhead(fc, overhead, root=tmp_path)
-    assert read_overhead(cal.device, 2, root=tmp_path) == overhead
-    assert read_overhead(cal.device, 3, root=tmp_path) is None  # another concurrency
+    assert read_overhead("mobile_vla", cal.device, 2, root=tmp_path) == overhead
+    assert read_overhead("mobile_vla", cal.device, 3, root=tmp_path) is None  # concurrency
+    assert read_overhead("robot_code", cal.device, 2, root=tmp_path) is None  # another task
 
 
 def test_dry_run_json_holds_the_forecast_measured_once(sweep_args, write_space, tmp_path):
