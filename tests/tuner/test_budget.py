@@ -92,6 +92,7 @@ def budget_then_resume(sweep_args, write_space, tmp_path, space, uri):
     assert {"importance.learning_rate", "importance.weight_decay"} <= set(params)
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"importance.png", "marginals.png"} <= artifacts
+    assert "will be ignored" not in run.stderr + resumed.stderr  # one concurrency limit
     if space is OPTUNA:  # four samples drawn from the ranges, each trained in full
         rates = {float(c.data.params["learning_rate"]) for c in children}
         assert len(rates) == 4 and all(1e-5 <= r <= 3e-3 for r in rates)
