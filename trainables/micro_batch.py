@@ -3,7 +3,8 @@
 The micro-batch is a resource choice: gradients accumulate to the same global batch
 whatever its size, so a trial may pick the largest one that fits its share of the card
 (`largest_fitting`, before the first epoch) and redo one that runs out of memory later
-as two halves (`Trainer.step`). Only one sample that does not fit fails the trial, with
+as two halves (`Trainer.step`, whose later steps then start from halves). Only one sample
+that does not fit fails the trial, with
 `out_of_memory` naming what it needed and what lowers it.
 """
 

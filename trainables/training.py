@@ -185,6 +185,13 @@ def step_batches(order: np.ndarray, plan: BatchPlan, batch_size: int) -> Iterato
         yield np.split(indices, plan.accumulation)
 
 
+def halved(batches: list, split: Callable[[Any], list] | None, times: int) -> list:
+    """Each batch halved `times` times by `split` (a piece of one unit stays whole)."""
+    for _ in range(times if split is not None else 0):
+        batches = [part for batch in batches for part in split(batch)]
+    return batches
+
+
 class Trainer:
     """Optimizer, schedule, precision and the guards; one `step` = one optimizer step."""
 
@@ -202,6 +209,7 @@ class Trainer:
         self.global_step = 0
         self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
         self.oom_splits = 0  # micro-batches redone as halves after running out of memory
+        self.halvings = 0  # how often a step's micro-batches are halved before they run
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.precision)
@@ -223,12 +231,15 @@ class Trainer:
         When a micro-batch runs out of memory, the step starts again with it replaced by
         the halves `split(batch)` gives (down to one `unit`): no partial gradient is kept,
         and the loss is divided by the whole step's target count either way, so the step
-        does not change beyond float noise. Nothing is copied unless memory runs out."""
+        does not change beyond float noise. Nothing is copied unless memory runs out; once
+        it has, later steps halve their micro-batches as often before they run, instead of
+        running out again."""
         self.model.train()
         total = sum(count_fn(batch) for batch in micro_batches)
         if total == 0:
             raise TrainingError("an optimizer step has no real (unmasked) targets")
-        pending = list(micro_batches)
+        pending = halved(list(micro_batches), split, self.halvings)
+        depths = [self.halvings] * len(pending)
         while not isinstance(done := self._accumulate(pending, loss_fn, total), torch.Tensor):
             index, message = done
             release_memory(self.device)
@@ -239,8 +250,14 @@ class Trainer:
                 raise out_of_memory(f"one {unit}", message, self.device)
             self.oom_splits += 1
             if self.oom_splits == 1:  # later ones are counted in the `oom_splits` metric
-                print(f"out of memory: a micro-batch redone as {len(halves)} parts", flush=True)
+                print(
+                    f"out of memory: a micro-batch redone as {len(halves)} parts "
+                    "(later steps start from that size)",
+                    flush=True,
+                )
             pending[index : index + 1] = halves
+            depths[index : index + 1] = [depths[index] + 1] * len(halves)
+        self.halvings = max(depths, default=self.halvings)
         loss_sum = done.item()
         self.scaler.unscale_(self.optimizer)  # before clipping: the norm of true gradients
         if self.global_step == 0:

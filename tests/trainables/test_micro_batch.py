@@ -14,7 +14,7 @@ from trainables.micro_batch import (
     set_memory_share,
     simulate_oom,
 )
-from trainables.training import TrainConfig, Trainer, TrainingError, plan_batches
+from trainables.training import TrainConfig, Trainer, TrainingError, halved, plan_batches
 
 CPU = torch.device("cpu")
 CUDA_MESSAGE = (
@@ -93,8 +93,8 @@ def test_a_micro_batch_out_of_memory_is_redone_as_halves_with_the_same_result():
     x, y = data()
     micro_batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # 4 rows fit, 12 rows do not
     reference = TwoLinear()
-    trainer = trainer_for(reference)
-    expected_loss, expected_norm = trainer.step(micro_batches, loss_above(reference, 99), count)
+    plain = trainer_for(reference)
+    expected_loss, expected_norm = plain.step(micro_batches, loss_above(reference, 99), count)
 
     model = TwoLinear()
     trainer = trainer_for(model)
@@ -106,6 +106,16 @@ def test_a_micro_batch_out_of_memory_is_redone_as_halves_with_the_same_result():
     for got, want in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
     assert trainer.state_dict()["oom_splits"] == 3
+
+    # The next step halves its micro-batches twice before they run (4 -> 1 + 1 + 1 + 1,
+    # 12 -> 3 + 3 + 3 + 3): it runs out of memory no more, and still matches.
+    assert len(halved(micro_batches, halves, 2)) == 8
+    expected_loss, _ = plain.step(micro_batches, loss_above(reference, 99), count)
+    loss, _ = trainer.step(micro_batches, loss_above(model, 4), count, halves, "row")
+    assert trainer.oom_splits == 3 and trainer.halvings == 2 and trainer.global_step == 2
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    for got, want in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_one_sample_that_does_not_fit_fails_with_one_line_naming_the_memory():
