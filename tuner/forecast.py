@@ -134,6 +134,12 @@ class Forecast:
                 f"\n  budget     the forecast exceeds --time-budget {duration(self.budget_s)}: "
                 "the sweep will stop there (resumable with --resume)"
             )
+        elif self.budget_s is not None and self.seconds > self.budget_s:
+            text += (
+                f"\n  budget     the search (~{duration(self.search_s)}) fits --time-budget "
+                f"{duration(self.budget_s)}; the confirmation after it (~"
+                f"{duration(self.confirm_s)}) is not cut by the budget"
+            )
         return text
 
     def exceeds_budget(self) -> bool:

@@ -90,6 +90,16 @@ def test_plan_forecast_counts_trials_confirmation_and_budget():
     doc = fc.document()
     assert doc["seconds"] == pytest.approx(2 * 2 + 6 * 66) and doc["exceeds_budget"] is True
 
+    # A budget the search fits but the confirmation after it does not: said, not refused.
+    fits = forecast.plan_forecast(
+        prep_like(4, confirm_top=1, budget=300), [cal] * 4, 1, 0, 1, False
+    )
+    assert not fits.exceeds_budget() and fits.seconds > 300
+    assert (
+        "the search (~4 min) fits --time-budget 5 min; the confirmation after it (~2 min) is "
+        in (fits.line())
+    )
+
     overhead = Overhead(speed=2.0, start_s=4.0, trial_s=5.0, phase_s=3.0, sweep="before")
     slower = forecast.plan_forecast(prep_like(4), [cal] * 4, 1, 0, 1, False, overhead)
     assert slower.search_s == pytest.approx(3.0 + 4 * (4 + 9 * 7 * 2 + 5))  # measured start
