@@ -5,8 +5,8 @@ the machine with each other, with Ray and with the MLflow logging, and Tune spen
 between trials; each phase waits for Ray to start its trial workers, which import the
 task again. A finished search compares its trials' own seconds with what the calibration
 said for the epochs they ran, times how long it took to start its first trials, and
-divides the wall time left outside the trials among them; the next forecast on the same
-device and concurrency applies all three (tuner/forecast.py).
+divides the wall time left outside the trials among them; the next forecast of the same
+task on the same device and concurrency applies all of it (tuner/forecast.py).
 """
 
 from __future__ import annotations
