@@ -81,6 +81,13 @@ def searcher(
     return ConcurrencyLimiter(algo, max_concurrent=max_concurrent or 4)
 
 
+def concurrency_limit(search_alg: Any, max_concurrent: int | None) -> int | None:
+    """Tune's own limit on trials at once, unless the searcher carries one (`searcher`
+    wraps Optuna in a ConcurrencyLimiter; given both, Tune warns that its own is ignored).
+    A confirmation's point generator carries none: it gets --max-concurrent."""
+    return None if isinstance(search_alg, ConcurrencyLimiter) else max_concurrent
+
+
 def scheduler(kind: str, space: Space, max_t: int) -> TrialScheduler:
     if kind == "fifo":
         return FIFOScheduler()

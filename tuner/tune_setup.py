@@ -89,9 +89,9 @@ def fit(
                 num_samples=phase.num_samples,
                 search_alg=phase.search_alg,
                 scheduler=phase.scheduler,
-                # A searcher carries its own limit (experiment.searcher); given both, Tune
-                # warns that this one is ignored.
-                max_concurrent_trials=None if phase.search_alg else prep.options.max_concurrent,
+                max_concurrent_trials=experiment.concurrency_limit(
+                    phase.search_alg, prep.options.max_concurrent
+                ),
                 reuse_actors=True,
                 trial_name_creator=name_fn,
                 trial_dirname_creator=dirname_fn,
