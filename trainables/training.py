@@ -257,7 +257,7 @@ class Trainer:
                 )
             pending[index : index + 1] = halves
             depths[index : index + 1] = [depths[index] + 1] * len(halves)
-        self.halvings = max(depths, default=self.halvings)
+        self.halvings = max(depths)  # a step has micro-batches (its total is not 0)
         loss_sum = done.item()
         self.scaler.unscale_(self.optimizer)  # before clipping: the norm of true gradients
         if self.global_step == 0:

@@ -128,14 +128,13 @@ def save_overhead(fc: Any, overhead: Overhead, root: Path | None = None) -> None
     write_atomic(path, lambda f: f.write(text))
 
 
-def learn(
-    fc: Any, results: Any, wall_s: float, sweep: str, started: float, firsts: FirstResults
-) -> None:
-    """After a search that ran to its end (from time.monotonic() `started`): measure
-    Tune's overhead against the calibration and keep it for the next forecast on this
-    device and concurrency."""
+def learn(fc: Any, results: Any, sweep: str, started: float, firsts: FirstResults) -> None:
+    """After a search that ran to its end (from time.monotonic() `started`, now): measure
+    Tune's overhead against the calibration and keep it for the next forecast of this
+    task on this device and concurrency."""
     if fc is None:
         return
+    wall_s = time.monotonic() - started
     trials = []
     for r in results:
         frame = r.metrics_dataframe

@@ -194,8 +194,7 @@ def run(
         cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
         if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
-            wall = time.monotonic() - started
-            overhead.learn(fc, results, wall, storage.name, started, firsts)
+            overhead.learn(fc, results, storage.name, started, firsts)
         if prep.confirm.top and not unfinished and not cut:
             rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
