@@ -4,7 +4,9 @@ like a checkout, device timing and memory, and the one-line error they stop with
 from __future__ import annotations
 
 import gc
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,15 @@ from trainables.mobile_vla.windows import Windows
 
 class BenchError(RuntimeError):
     """A set-up this benchmark cannot run; printed as one line."""
+
+
+def run_bench(main: Callable[[], None], script: str) -> None:
+    """Run a benchmark's `main`; a `BenchError` ends it with one line naming the script
+    (its `__file__`) and exit status 1, without a traceback."""
+    try:
+        main()
+    except BenchError as exc:
+        sys.exit(f"bench/{Path(script).name}: error: {exc}")
 
 
 FLOPS_FORMULA = """\

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -45,6 +44,7 @@ from common import (
     model_flops,
     peak_memory,
     release_memory,
+    run_bench,
     synchronize,
 )
 from transformers import Kosmos2Config
@@ -250,7 +250,4 @@ def report(args, towers, data, seconds, rows, memory, rel, feature_seconds) -> N
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench/frame_dedup.py: error: {exc}")
+    run_bench(main, __file__)

@@ -14,16 +14,15 @@ collector's format (18 frames at 720x1280, BGR, gzip), window 8, the default LoR
     paths, in bf16 and fp16 (FLOPs of one step counted with torch's FlopCounterMode, over
     the card's dense bf16 peak, looked up from its name or --peak-tflops);
   - gradient checkpointing off and on (cached path, one micro-batch of the whole batch);
-  - the largest micro-batch (windows of whole episodes) that fits a 24 GB and a 16 GB card,
-    with checkpointing off and on (the allocator capped at that size less what the
-    process holds outside it);
-  - a real trial (the trainable's own `train`, two epochs): its own samples_per_s beside
-    the step rate above, and the micro-batch it chose;
-  - 1, 2 and 4 trial processes sharing the card (each capped at its share), summed
-    samples/s over the same wall-clock seconds;
-  - the latency of Policy.predict on one 8-frame window, loaded from the trial's checkpoint.
+  - the largest micro-batch that fits a 24 and a 16 GB card, checkpointing off and on;
+  - a real trial (the trainable's own `train`, two epochs): its samples_per_s and choice;
+  - 1, 2 and 4 trial processes sharing the card (each capped at its share), summed samples/s;
+  - the latency of Policy.predict on one 8-frame window, loaded from the trial's checkpoint;
+  - profile / batches (bench/gpu_profile.py): where a cached bf16 step's time goes, and MFU
+    (counted and LitGPT's) and samples/s at the grid's 128, 256 and 512 windows.
 Robot-LoRA: a Llama of CodeLlama-7B's shape, LoRA r=32 alpha=64 on attention, bf16, 4 x 256
-tokens: peak memory and tokens/s, checkpointing off and on.
+tokens: peak memory and tokens/s, checkpointing off and on; llama16: the task's probe in 16 GB.
+The JSON's `summary` holds issue 23's figures (with --sweep-json, bench/gpu_sweep.py's too).
 
 A part that fails prints one line and the rest still run. The table is printed at the end
 and written to --out as JSON; the last line is `key=value` pairs.
@@ -41,7 +40,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,9 @@ import torch
 from common import release_memory, write_random_kosmos2
 from gpu_common import card_peak
 from gpu_kosmos import Loaded, checkpointing_rates, largest_fit, path_rates
-from gpu_llama import CODELLAMA_7B, SMALL, llama_rates
+from gpu_llama import CODELLAMA_7B, SMALL, llama_in_budget, llama_rates
+from gpu_profile import batches_part, profile_part
+from gpu_report import summary_of
 from transformers import Kosmos2Config
 
 from trainables.mobile_vla.dataset import DataConfig, load_dataset
@@ -65,6 +66,7 @@ SMALL_KOSMOS = dict(
     ),
     latent_query_num=8,
 )  # fmt: skip
+GRID = (128, 256, 512)  # grid_robovlms' global batches (windows)
 
 
 @dataclass
@@ -89,6 +91,16 @@ def sizes_for(quick: bool, device: torch.device) -> Sizes:
     return Sizes(16, 720, 1280, 32, 256, 5, 256, (1, 2, 4), 20.0, CODELLAMA_7B)
 
 
+def resized(sizes: Sizes, args: argparse.Namespace) -> Sizes:
+    """--episodes and --frame-size over the defaults."""
+    if args.episodes:
+        sizes = replace(sizes, episodes=args.episodes)
+    if args.frame_size:
+        height, width = (int(v) for v in args.frame_size.lower().split("x"))
+        sizes = replace(sizes, height=height, width=width)
+    return sizes
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -96,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (TFLOP/s)")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--only", help="comma-separated parts to run (default: all)")
+    p.add_argument("--episodes", type=int, help="demo episodes (the grid's 512 windows: 58)")
+    p.add_argument("--frame-size", help="HxW of the episodes' frames (default 720x1280)")
+    p.add_argument("--sweep-json", help="bench/gpu_sweep.py's results: the part `sweep`")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here (use --quick --device cpu)")
@@ -132,6 +147,8 @@ class Results:
         return value
 
     def save(self) -> None:
+        """After every part, with the summary so far (a run cut short keeps what it has)."""
+        self.data["summary"] = summary_of(self.data)
         if self.out:
             Path(self.out).write_text(json.dumps(self.data, indent=2, default=str))
 
@@ -260,6 +277,9 @@ def policy_parts(
             for on, result in checkpointing_rates(run, sizes.batch, sizes.steps, precision).items()
         },
     )
+    peak, grid = results.data["card"]["peak_tflops"], GRID if device.type == "cuda" else (8, 16)
+    results.run("profile", lambda: profile_part(run, sizes.batch, sizes.steps, peak))
+    results.run("batches", lambda: batches_part(run, grid, sizes.steps, peak))
     if device.type == "cuda":
         results.run(
             "fits",
@@ -274,7 +294,7 @@ def policy_parts(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)  # a GPU with its index, as a trial's
-    sizes = sizes_for(args.quick, device)
+    sizes = resized(sizes_for(args.quick, device), args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = card_peak(name, args.peak_tflops) if device.type == "cuda" else None
     kosmos = Kosmos2Config(**SMALL_KOSMOS) if device.type == "cpu" else Kosmos2Config()
@@ -310,10 +330,18 @@ def main(argv: list[str] | None = None) -> int:
                 for r in llama_rates(sizes.llama, device, precision, 4, tokens, sizes.steps)
             ],
         )
-        release_memory(device)  # the 7B model's cached blocks: the sharing processes need the card
+        release_memory(device)  # the 7B model's cached blocks
+        tokens = 256 if device.type == "cuda" else 32
+        results.run(
+            "llama16",
+            lambda: asdict(llama_in_budget(sizes.llama, device, 16.0, 8, tokens, sizes.steps)),
+        )
+        release_memory(device)  # the sharing processes need the card
         if sizes.shares:
             shares, seconds = sizes.shares, sizes.share_seconds
             results.run("sharing", lambda: share_card(flat, shares, seconds, root))
+    if args.sweep_json:
+        results.run("sweep", lambda: json.loads(Path(args.sweep_json).read_text()))
     results.data["seconds"] = time.perf_counter() - began
     results.save()
     from gpu_report import print_report

@@ -1,4 +1,5 @@
-"""What bench/gpu.py's parts share: the card's peak, memory budgets, timed steps, FLOPs.
+"""What bench/gpu.py's parts share: memory budgets, timed steps (the card's peak and
+counted FLOPs are trainables.flops', re-exported here).
 
 Imports only torch (and the project's trainables): the GPU box has no ray, mlflow,
 optuna or psutil.
@@ -14,35 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 from common import release_memory, synchronize
-from torch.utils.flop_counter import FlopCounterMode
 
+from trainables.flops import card_peak_tflops as card_peak  # noqa: F401 (bench/gpu.py's)
+from trainables.flops import counted_flops  # noqa: F401 (one home: trainables.flops)
 from trainables.memory import TrialMemory, resident_bytes
 
-# Dense bf16 peaks in TFLOP/s, by a word of the card's name (datasheets; the sparse
-# figures NVIDIA also prints are twice these). The first word found wins.
-PEAK_TFLOPS = (
-    ("H200", 989.0),
-    ("H100", 989.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("A6000", 155.0),
-    ("A5000", 111.0),
-    ("A10", 125.0),
-    ("L4", 121.0),
-    ("4090", 165.0),
-)
 GIB = 2**30
 GB = 10**9
-
-
-def card_peak(name: str, override: float | None) -> float | None:
-    """The dense bf16 peak used for MFU: --peak-tflops, else looked up by name."""
-    if override:
-        return override
-    for word, tflops in PEAK_TFLOPS:
-        if word in name:
-            return tflops
-    return None
 
 
 def outside_allocator_bytes(device: torch.device) -> int:
@@ -98,11 +77,3 @@ def timed_steps(
             timing.seconds.append(time.perf_counter() - begin)
         timing.peak_mb = memory.peak_mb() - (start / 2**20 if device.type == "cpu" else 0)
     return timing
-
-
-def counted_flops(step: Callable[[], None]) -> float:
-    """The FLOPs of one call, as torch counts them (matmuls, convolutions, attention;
-    forward and what the backward actually runs: no weight gradients of frozen layers)."""
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return float(counter.get_total_flops())

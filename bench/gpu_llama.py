@@ -89,3 +89,72 @@ def llama_rates(
         timing = timed_steps(device, step * (steps + 1))
         results.append(LlamaResult(on, timing.peak_mb, batch * tokens / timing.median, params))
     return results
+
+
+@dataclass
+class BudgetFit:
+    budget_gb: float
+    checkpointing: bool
+    micro_batch: int  # sequences per micro-batch the probe chose; 0: one does not fit
+    batch: int
+    tokens: int  # per sequence
+    peak_mb: float | None
+    tokens_per_s: float | None
+
+
+def llama_in_budget(
+    shape: dict, device: torch.device, budget_gb: float, batch: int, tokens: int, steps: int
+) -> BudgetFit:
+    """The robot_code task's probe (`largest_fitting`, halving from the whole batch to one
+    sequence) on a base of `shape` with the task's default LoRA, the allocator capped at
+    `budget_gb` (a card of that size): checkpointing off first, on when one sequence does
+    not fit; then timed steps at the chosen micro-batch, still capped."""
+    from contextlib import nullcontext
+
+    from gpu_common import GB, memory_budget
+
+    from trainables.micro_batch import largest_fitting, try_micro_batch
+    from trainables.training import TrainingError, largest_divisor
+
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    task = ModelConfig(model="tiny")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = build(shape, device, dtype, r=task.lora_r, alpha=task.lora_alpha)
+    cfg = TrainConfig(batch_size=batch, precision=precision, device=str(device))
+    trainer = Trainer(model, cfg, plan_batches(cfg, batch))
+    loss_fn = causal_lm_loss(model)
+    ids = torch.randint(3, shape["vocab_size"], (batch, tokens), generator=torch.Generator())
+    whole = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+    def micro(size: int) -> dict:
+        return {k: v[:size].to(device) for k, v in whole.items()}
+
+    capped = memory_budget(device, budget_gb * GB) if device.type == "cuda" else nullcontext()
+    with capped:
+        for checkpointing in (False, True):
+            if checkpointing:
+                enable_gradient_checkpointing(model.get_base_model())
+            try:
+                size = largest_fitting(
+                    lambda s: try_micro_batch(trainer, micro(s), loss_fn), batch, 1,
+                    f"one sequence ({tokens} tokens)", device,
+                )  # fmt: skip
+                break
+            except TrainingError:
+                size = 0
+        if not size:
+            return BudgetFit(budget_gb, True, 0, batch, tokens, None, None)
+        size = largest_divisor(batch, size)
+        parts = [micro(batch)] if size == batch else None
+        if parts is None:
+            parts = [{k: v[i : i + size] for k, v in micro(batch).items()}
+                     for i in range(0, batch, size)]  # fmt: skip
+        step = [
+            lambda: trainer.step(
+                parts, loss_fn, lambda b: b["input_ids"].numel() - b["input_ids"].shape[0]
+            )
+        ]
+        timing = timed_steps(device, step * (steps + 1))
+    disable_gradient_checkpointing(model.get_base_model())
+    return BudgetFit(budget_gb, checkpointing, size, batch, tokens, timing.peak_mb,
+                     batch * tokens / timing.median)  # fmt: skip

@@ -137,12 +137,119 @@ def print_report(data: dict[str, Any]) -> None:
         if r["peak_mb"]:
             summary[f"llama_peak_gib{'_gc' if r['checkpointing'] else ''}"] = r["peak_mb"] / 1024
 
+    print_grid_report(data)
     failed = [k for k, v in data.items() if isinstance(v, dict) and "error" in v]
     if failed:
         print(f"\nfailed parts: {', '.join(failed)}")
     print(f"\nwhole run: {data.get('seconds', 0):.0f} s")
+    summary |= {k: v for k, v in summary_of(data).items() if v is not None}
     print(" ".join(f"{k}={v:.3g}" for k, v in summary.items()) or "no_results=1")
 
 
 if __name__ == "__main__":
     print_report(json.loads(open(sys.argv[1]).read()))
+
+
+def a5000_estimates(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Three labelled estimates of the grid's training on one RTX A5000, from the FLOPs
+    counted per window at the grid's batches (their mean: the grid has as many trials at
+    each): a floor at its full dense bf16 peak (no card beats it), at the MFU this card
+    reached on the grid's batches (the step near compute-bound), and a ceiling that
+    scales the rate of today's 32-window step by the two cards' peaks (its idle time kept)."""
+    batches = [b for b in data.get("batches") or [] if isinstance(b, dict) and "tflop_counted" in b]
+    if not batches:
+        return None
+    per_window = sum(b["tflop_counted"] * 1e12 / b["windows"] for b in batches) / len(batches)
+    windows = TEAM_TRAIN_WINDOWS * (GRID_TRIAL_EPOCHS + CONFIRM_TRIAL_EPOCHS)
+    total = per_window * windows
+    floor_h = total / (A5000_PEAK * 1e12) / 3600
+    out: dict[str, Any] = {"grid_pflop": total / 1e15, "floor_h": floor_h}
+    mfus = [b["mfu_counted"] for b in batches if b.get("mfu_counted")]
+    if mfus:
+        out["mfu_used"] = max(mfus)
+        out["at_big_card_mfu_h"] = floor_h / max(mfus)
+    peak, step = _get(data, "card", "peak_tflops"), data.get("profile")
+    if peak and isinstance(step, dict) and "step_s" in step:
+        rate = step["windows"] / step["step_s"] * A5000_PEAK / peak
+        out["ceiling_h"] = windows / rate / 3600
+    return out
+
+
+def summary_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The figures issue 23 asks for, on top of the JSON; None where a part did not run."""
+    grid = {b.get("windows"): b for b in data.get("batches") or [] if isinstance(b, dict)}
+    profile, llama = data.get("profile") or {}, data.get("llama16") or {}
+    sweep = _get(data, "sweep", "summary") or {}
+    peak_mb = llama.get("peak_mb") if llama.get("micro_batch") else None
+    summary = {
+        "mfu_cached_bf16_32": profile.get("mfu_counted"),
+        "mfu_cached_bf16_128": grid.get(128, {}).get("mfu_counted"),
+        "mfu_cached_bf16_256": grid.get(256, {}).get("mfu_counted"),
+        "mfu_cached_bf16_512": grid.get(512, {}).get("mfu_counted"),
+        "gpu_busy_share_32": _get(profile, "profile", "gpu_busy_share"),
+        "double_batch_time_ratio_32": _get(profile, "double_batch", "time_ratio"),
+        "syncs_per_step_32": _get(profile, "profile", "syncs_per_step"),
+        "sweep_exit": sweep.get("sweep_exit"),
+        "sweep_forecast_ratio": sweep.get("sweep_forecast_ratio"),
+        "llama_16gb_micro_batch": llama.get("micro_batch"),
+        "llama_16gb_peak_gib": peak_mb / 1024 if peak_mb else None,
+        "pack4_over_one": _get(data, "pack", "pack4_over_one"),  # bench/pack.py's, if run
+    }
+    a5000 = a5000_estimates(data) or {}
+    for key in ("floor_h", "at_big_card_mfu_h", "ceiling_h"):
+        summary[f"a5000_grid_{key}"] = a5000.get(key)
+    return summary
+
+
+def print_grid_report(data: dict[str, Any]) -> None:
+    """The profile, the grid's batches, the 7B shape in 16 GB, the sweep, the A5000 line."""
+    profile = data.get("profile")
+    if isinstance(profile, dict) and "profile" in profile:
+        p = profile["profile"]
+        busy = p["gpu_busy_share"]
+        print(f"\nprofile, cached step of {profile['windows']} windows ({profile['frames']} "
+              f"frames): {profile['step_s'] * 1e3:.0f} ms, GPU busy "
+              f"{'-' if busy is None else f'{100 * busy:.0f}%'}, {p['kernels_per_step']:.0f} "
+              f"kernels, {p['syncs_per_step']:.0f} syncs ({p['scalar_reads_per_step']:.0f} "
+              f"scalar reads) per step; twice the windows: x"
+              f"{profile['double_batch']['time_ratio']:.2f} the time")  # fmt: skip
+        for k in p["top_kernels"]:
+            print(f"  {k['ms_per_step']:8.2f} ms {k['calls_per_step']:6.0f}x  {k['name'][:90]}")
+        for site, times in (profile.get("sync_sites") or {}).items():
+            print(f"  syncs: {times}x at {site}")
+        adamw = profile.get("adamw_ms") or {}
+        if adamw:
+            print(f"  AdamW step over the trainable parameters: default {adamw['default']:.2f} ms"
+                  f", fused {adamw['fused']:.2f} ms")  # fmt: skip
+    rows = [b for b in data.get("batches") or [] if isinstance(b, dict)]
+    if rows:
+        print(
+            "\n| windows | frames | checkpointing | samples/s | peak | MFU (FlopCounterMode) "
+            "| MFU (LitGPT 2x frozen, 3x trainable) |\n| --- | --- | --- | --- | --- | --- | --- |"
+        )
+    for b in rows:
+        if "error" in b:
+            print(f"| {b['windows']} | {b['error']} |")
+            continue
+        pct = lambda k, b=b: f"{100 * b[k]:.1f}%" if b.get(k) else "-"  # noqa: E731
+        print(f"| {b['windows']} | {b['frames']} | {'on' if b['checkpointing'] else 'off'} | "
+              f"{b['samples_per_s']:.1f} | {_mb(b['peak_mb'])} | {pct('mfu_counted')} | "
+              f"{pct('mfu_litgpt')} |")  # fmt: skip
+    llama = data.get("llama16")
+    if isinstance(llama, dict) and "micro_batch" in llama:
+        print(f"\nCodeLlama-7B shape in {llama['budget_gb']:g} GB: the probe chose "
+              f"{llama['micro_batch']} of {llama['batch']} x {llama['tokens']} tokens, "
+              f"checkpointing {'on' if llama['checkpointing'] else 'off'}: peak "
+              f"{_mb(llama['peak_mb'])}, {llama['tokens_per_s'] or 0:.0f} tokens/s")  # fmt: skip
+    a5000 = a5000_estimates(data)
+    if a5000:
+        print(f"\nestimates, not measured: grid_robovlms on {TEAM_TRAIN_WINDOWS} windows, one "
+              f"RTX A5000 ({A5000_PEAK:g} TFLOP/s dense bf16), {a5000['grid_pflop']:.0f} PFLOP "
+              f"counted: floor (full peak) {a5000['floor_h']:.2f} h")  # fmt: skip
+        if "at_big_card_mfu_h" in a5000:
+            print(
+                f"  at this card's MFU on the grid's batches ({100 * a5000['mfu_used']:.0f}%): "
+                f"{a5000['at_big_card_mfu_h']:.2f} h"
+            )
+        if "ceiling_h" in a5000:
+            print(f"  ceiling (today's 32-window rate x peak ratio): {a5000['ceiling_h']:.2f} h")

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -73,15 +74,21 @@ def run_sweep(name: str, args: list[str], workdir: Path) -> dict:
     return {"wall": wall, "peak_rss": peak}
 
 
-def read_trials(experiment: Path, metric: str) -> list[dict]:
-    """Per trial: config, epochs run, training seconds, last metric value."""
-    trials = []
+def trial_progress(experiment: Path) -> Iterator[tuple[Path, list[dict[str, str]]]]:
+    """Each trial folder of a sweep with its progress.csv rows (one per reported epoch);
+    trials that reported nothing are left out."""
     for progress in experiment.glob("*/progress.csv"):
         with progress.open() as f:
             rows = list(csv.DictReader(f))
-        if not rows:
-            continue
-        params = json.loads((progress.parent / "params.json").read_text())
+        if rows:
+            yield progress.parent, rows
+
+
+def read_trials(experiment: Path, metric: str) -> list[dict]:
+    """Per trial: config, epochs run, training seconds, last metric value."""
+    trials = []
+    for folder, rows in trial_progress(experiment):
+        params = json.loads((folder / "params.json").read_text())
         trials.append(
             {
                 "config": params,

@@ -36,13 +36,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import FLOPS_FORMULA, BenchError, demo_data_and_model, release_memory, subset_windows
+from common import (
+    FLOPS_FORMULA,
+    demo_data_and_model,
+    release_memory,
+    run_bench,
+    subset_windows,
+)
 from rounds import METHODS, RoundResult, round_run_mode, round_step_mode
 from transformers import Kosmos2Config
 
@@ -246,7 +251,4 @@ def report(
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench/trainable_step.py: error: {exc}")
+    run_bench(main, __file__)

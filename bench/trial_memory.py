@@ -20,7 +20,6 @@ peak (the target: <= 1.10, memory per trial rather than per worker).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 from collections import defaultdict
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 from common import write_random_kosmos2
-from sweep import run_sweep
+from sweep import run_sweep, trial_progress
 from transformers import Kosmos2Config
 
 from trainables.mobile_vla.dataset import DataConfig, inspect_all, list_episodes
@@ -52,11 +51,7 @@ def write_inputs(root: Path, episodes: int, layers: int) -> tuple[Path, Path]:
 def trial_peaks(experiment: Path) -> dict[str, list[tuple[str, float]]]:
     """Per worker pid, its trials' (name, own peak MB) in the order they started."""
     started = []
-    for progress in experiment.glob("*/progress.csv"):
-        with progress.open() as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            continue
+    for _, rows in trial_progress(experiment):
         first = rows[0]
         start = float(first["timestamp"]) - float(first["time_this_iter_s"])
         peak = max(float(r["peak_mem_mb"]) for r in rows)

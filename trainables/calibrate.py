@@ -10,10 +10,7 @@ dry run, read it instead of measuring again. Nothing here imports ray.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib
-import json
 import statistics
 import subprocess
 import sys
@@ -25,7 +22,7 @@ from typing import Any
 
 import torch
 
-from trainables.cache import default_cache_dir, write_atomic
+from trainables.cache import Records
 from trainables.training import resolve_device
 
 # Bump when what is measured changes: older entries are then measured again.
@@ -105,18 +102,21 @@ def stack_versions() -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True)
+class ImportTime:
+    import_s: float
+    key: dict[str, Any]  # what it was measured with: task, interpreter, versions
+
+
 def worker_import_s(task: str, root: Path) -> float:
     """Seconds a fresh interpreter takes to import the task's trial module, as each new
     Ray worker does before its first trial. This process has loaded that stack by now, so
     a subprocess measures it; once per interpreter and versions (kept under `root`)."""
-    key = json.dumps(
-        {"task": task, "python": sys.executable, "versions": stack_versions()}, sort_keys=True
-    )
-    path = root / "imports" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
-    try:
-        return float(json.loads(path.read_text())["import_s"])
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
+    key = {"task": task, "python": sys.executable, "versions": stack_versions()}
+    records = Records(ImportTime, root / "imports")
+    found = records.get(key)
+    if found is not None:
+        return found.import_s
     module = f"trainables.{task}.trainable"
     started = time.perf_counter()
     done = subprocess.run(
@@ -126,8 +126,7 @@ def worker_import_s(task: str, root: Path) -> float:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"a fresh interpreter could not import {module}: {last}")
-    text = json.dumps({"import_s": seconds, "key": json.loads(key)}, indent=2)
-    write_atomic(path, lambda f: f.write(text.encode()))
+    records.put(key, ImportTime(seconds, key))
     return seconds
 
 
@@ -208,33 +207,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class CalibrationCache:
+class CalibrationCache(Records[Calibration]):
     """Measurements as small JSON files under `<cache>/calibration/`, one per key."""
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir() / "calibration"
+        super().__init__(Calibration, root)
 
-    def path(self, task: str, flat: dict[str, Any], data_id: str, device: str) -> Path:
-        key = {
+    @staticmethod
+    def key(task: str, flat: dict[str, Any], data_id: str, device: str) -> dict[str, Any]:
+        """Everything that changes a trial's cost."""
+        return {
             "version": CALIBRATION_VERSION,
             "task": task,
             "config": cost_key(flat),
             "data": data_id,
             "device": device,
         }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-        return self.root / f"{digest[:32]}.json"
-
-    def get(self, path: Path) -> Calibration | None:
-        """The stored measurement, or None (absent, unreadable or of another shape)."""
-        try:
-            return Calibration(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def put(self, path: Path, calibration: Calibration) -> None:
-        text = json.dumps(dataclasses.asdict(calibration), indent=2)
-        write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def calibrate(
@@ -250,13 +238,13 @@ def calibrate(
     (stored). Returns it and whether it came from the cache. `device` names where
     trials run ("cpu", "cuda"); the measurement runs there."""
     cache = cache or CalibrationCache()
-    path = cache.path(task, flat, data_id, device_id(device, flat))
-    found = cache.get(path)
+    key = cache.key(task, flat, data_id, device_id(device, flat))
+    found = cache.get(key)
     if found is not None:
         return found, True
     import_s = worker_import_s(task, cache.root)
     calibration = measure(task, {**flat, "device": device}, data, steps, import_s)
-    cache.put(path, calibration)
+    cache.put(key, calibration)
     return calibration, False
 
 

@@ -4,31 +4,26 @@ The micro-batch is a resource choice: gradients accumulate to the same global ba
 whatever its size, so a trial may pick the largest one that fits its share of the card
 (`largest_fitting`, before the first epoch) and redo one that runs out of memory later
 as two halves (`Trainer.step`, whose later steps then start from halves). Only one sample
-that does not fit fails the trial, with
-`out_of_memory` naming what it needed and what lowers it.
+that does not fit fails the trial, with `trainables.errors.out_of_memory` naming what it
+needed and what lowers it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from trainables.errors import out_of_memory
 from trainables.memory import excluded_from_peak, release_memory
-from trainables.training import Trainer, TrainingError
+from trainables.training import Trainer
 
 # A test hook (like Ray's RAY_testing_* variables), never set in a real run: with it set
 # to N, a micro-batch forward of more than N rows raises CUDA's out-of-memory error on
 # any device, and the probe runs on CPU too. How the OOM path is tested without a GPU.
 OOM_TEST_ENV = "VLA_TUNE_TEST_OOM_ABOVE"
-
-LOWER_MEMORY = (
-    "lower it with gradient_checkpointing: true, precision: bf16 or fp16, "
-    "or a larger share of the card (--gpus-per-trial)"
-)
 
 
 def oom_test_limit() -> int | None:
@@ -58,20 +53,6 @@ def set_memory_share(device: torch.device, share: float) -> None:
     each other (CUDA raises out-of-memory at the limit, which the probe then sees)."""
     if device.type == "cuda":  # 1.0 too: a reused worker drops an earlier trial's limit
         torch.cuda.set_per_process_memory_fraction(share, device)  # indexed: resolve_device
-
-
-def out_of_memory(what: str, message: str, device: torch.device) -> TrainingError:
-    """The one line a trial fails with when `what` (one window, one sequence) does not
-    fit: the memory it needed, from the error and the device's statistics."""
-    needed = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", message)
-    if needed:
-        detail = f"it needed {needed.group(1)} more"
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) / 2**30
-            detail += f" on top of a peak of {peak:.2f} GiB"
-    else:
-        detail = message.strip().splitlines()[0] if message.strip() else "out of memory"
-    return TrainingError(f"{what} does not fit in device memory ({detail}): {LOWER_MEMORY}")
 
 
 def try_micro_batch(trainer: Trainer, batch: Any, loss_fn: Callable) -> None:

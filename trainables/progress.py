@@ -7,10 +7,15 @@ import time
 from typing import TextIO
 
 
-def clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+def duration(seconds: float) -> str:
+    """1 h 20 min, 4 min, 40 s: every time span the project prints (progress lines, the
+    live view, forecasts, the budget) reads the same way."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def format_rate(value: float) -> str:
@@ -50,7 +55,7 @@ class Progress:
         bar = "#" * filled + "-" * (width - filled)
         return (
             f"{self.label} [{bar}] {self.files}/{self.total} {self.unit}, "
-            f"{rate:,.0f} frames/s, elapsed {clock(elapsed)}, left {clock(left)}"
+            f"{rate:,.0f} frames/s, elapsed {duration(elapsed)}, left {duration(left)}"
         )
 
     def update(self, frames: int) -> None:

@@ -42,7 +42,8 @@ class Task:
     check_config: Callable[[dict[str, Any]], None]
     # load_data(flat) -> data shared by all trials (plain arrays: object-store friendly)
     load_data: Callable[[dict[str, Any]], Any]
-    # plan(flat, data) -> derived values (micro-batch, accumulation, steps per epoch);
+    # plan(flat, data) -> derived values: how a step is split (micro_batch_size and
+    # accumulation, or the task's own keys), steps_per_epoch, warmup_steps, total_steps;
     # raises trainables.training.TrainingError for a configuration that cannot train
     plan: Callable[[dict[str, Any], Any], dict[str, Any]]
     # summary(data) -> one line describing the data (printed at sweep start)

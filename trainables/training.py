@@ -19,14 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.errors import TrainingError, out_of_memory
 from trainables.memory import release_memory
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
-
-
-class TrainingError(RuntimeError):
-    """A training set-up or run that cannot give a meaningful result."""
 
 
 @dataclass
@@ -245,8 +242,6 @@ class Trainer:
             release_memory(self.device)
             halves = split(pending[index]) if split is not None else []
             if len(halves) < 2:
-                from trainables.micro_batch import out_of_memory  # it imports this module
-
                 raise out_of_memory(f"one {unit}", message, self.device)
             self.oom_splits += 1
             if self.oom_splits == 1:  # later ones are counted in the `oom_splits` metric
@@ -258,7 +253,12 @@ class Trainer:
             pending[index : index + 1] = halves
             depths[index : index + 1] = [depths[index] + 1] * len(halves)
         self.halvings = max(depths)  # a step has micro-batches (its total is not 0)
-        loss_sum = done.item()
+        return self.finish_step(done.item(), total)
+
+    def finish_step(self, loss_sum: float, total: int) -> tuple[float, float]:
+        """Unscale, clip, step optimizer and schedule once every micro-batch of the step
+        has added its `scaled_loss(...).backward()` to `.grad` (a pack of trials calls
+        it when a member's own global batch is complete). Returns (mean loss, grad norm)."""
         self.scaler.unscale_(self.optimizer)  # before clipping: the norm of true gradients
         if self.global_step == 0:
             self._check_first_step(loss_sum)
@@ -275,6 +275,10 @@ class Trainer:
             self.global_step += 1
         return loss_sum / total, float(grad_norm)
 
+    def scaled_loss(self, batch_sum: torch.Tensor, total: int) -> torch.Tensor:
+        """A micro-batch's share of the step's mean loss, as the GradScaler wants it."""
+        return self.scaler.scale(batch_sum.float() / total)
+
     def _accumulate(
         self, micro_batches: list, loss_fn: Callable, total: int
     ) -> torch.Tensor | tuple[int, str]:
@@ -286,7 +290,7 @@ class Trainer:
             try:
                 with self.autocast():
                     batch_sum, _ = loss_fn(batch)
-                self.scaler.scale(batch_sum.float() / total).backward()
+                self.scaled_loss(batch_sum, total).backward()
             except torch.cuda.OutOfMemoryError as exc:
                 failed = (index, str(exc))  # out of the except: its traceback holds tensors
                 break

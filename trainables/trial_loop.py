@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from trainables.flops import StepFlops
 from trainables.memory import TrialMemory
 from trainables.micro_batch import set_memory_share
 from trainables.training import Trainer, resolve_device, trial_metrics
@@ -90,6 +91,21 @@ class Trial:
         raise NotImplementedError
 
 
+def derived_values(trainer: Trainer, counts: dict[str, int], checkpointed: int) -> dict[str, Any]:
+    """The derived values every task logs beside its hyperparameters (a task adds how it
+    splits its batch, in the terms its batching really uses): schedule, precision, device,
+    parameter `counts` (trainable, total) and `checkpointed` layers."""
+    return {
+        "steps_per_epoch": trainer.plan.steps_per_epoch,
+        "warmup_steps": trainer.plan.warmup_steps,
+        "precision": trainer.precision,
+        "device": str(trainer.device),
+        "trainable_params": counts["trainable"],
+        "total_params": counts["total"],
+        "checkpointed_layers": checkpointed,
+    }
+
+
 def trial_function(trial_class: type[Trial]) -> Callable[..., dict[str, Any]]:
     """The task's `train(config, report, data=None, checkpoint_dir=None)`: parse, seed,
     load the data (unless the tuner shares one copy), build the trial, run its epochs.
@@ -140,6 +156,29 @@ def restore_checkpoint(directory: Path, trial: Trial) -> int:
     return load_training_state(directory, trial.trainer)
 
 
+def epoch_report(
+    trial: Trial,
+    epoch: int,
+    losses: list[float],
+    norms: list[float],
+    work: int,
+    micro: int,
+    train_seconds: float,
+    memory: TrialMemory,
+) -> dict[str, Any]:
+    """An epoch's metrics once it trained (`micro`: micro-batches it ran): training
+    figures, throughput, validation, peak memory, derived values. Shared with packs."""
+    trainer = trial.trainer
+    samples = trainer.plan.steps_per_epoch * trainer.cfg.batch_size
+    metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
+    metrics["micro_batches_per_step"] = micro / trainer.plan.steps_per_epoch
+    metrics |= trial.throughput(work, samples, train_seconds)
+    metrics |= trial.validate()
+    metrics["peak_mem_mb"] = memory.peak_mb()
+    metrics["derived"] = trial.derived
+    return metrics
+
+
 def run_epochs(
     trial: Trial,
     flat: dict[str, Any],
@@ -152,10 +191,12 @@ def run_epochs(
     `memory` measures since the trial's start: its peak is the trial's `peak_mem_mb`."""
     start_epoch = restore_checkpoint(Path(checkpoint_dir), trial) if checkpoint_dir else 0
     trainer = trial.trainer
+    flops = StepFlops(trainer.device)  # MFU on CUDA; its one counting pass is not timed
     for epoch in range(start_epoch, trainer.cfg.max_epochs):
         started = time.perf_counter()
         losses, norms, work, micro = [], [], 0, 0
         for micro_batches, step_work in trial.steps(epoch):
+            started += flops.count_once(trainer, micro_batches, trial.loss, step_work)
             loss, norm = trainer.step(
                 micro_batches, trial.loss, trial.count_targets, trial.split, trial.unit
             )
@@ -164,14 +205,8 @@ def run_epochs(
             work += step_work
             micro += len(micro_batches)
         train_seconds = time.perf_counter() - started
-
-        samples = trainer.plan.steps_per_epoch * trainer.cfg.batch_size
-        metrics = trial_metrics(epoch, losses, norms, trainer, samples, train_seconds)
-        metrics["micro_batches_per_step"] = micro / trainer.plan.steps_per_epoch
-        metrics |= trial.throughput(work, samples, train_seconds)
-        metrics |= trial.validate()
-        metrics["peak_mem_mb"] = memory.peak_mb()
-        metrics["derived"] = trial.derived
+        metrics = epoch_report(trial, epoch, losses, norms, work, micro, train_seconds, memory)
+        metrics |= flops.metrics(work, train_seconds)
         with tempfile.TemporaryDirectory(prefix=trial.checkpoint_prefix) as tmp:
             save_checkpoint(Path(tmp), trial, epoch, flat)
             report(metrics, tmp)

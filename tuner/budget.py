@@ -1,20 +1,29 @@
 """A sweep's wall-clock budget (`--time-budget 2h`, or `time_budget:` in a space).
 
-Ray Tune's own `time_budget_s` stops the experiment; every trial has its epoch's
-checkpoint by then (one report = one checkpoint). Tune records the trials it stopped as
-terminated, like those ASHA stopped, so a watcher notes which were still live when the
-budget ran out; `--resume` reopens exactly those (the budget applies again only when
-`--time-budget` is given again).
+Ray Tune's own time-budget stopper (what its `time_budget_s` makes) stops the
+experiment; every trial has its epoch's checkpoint by then (one report = one
+checkpoint). Tune records the trials it stopped as terminated, like those ASHA stopped,
+so a watcher notes which were still live when the budget ran out; `--resume` reopens
+exactly those (the budget applies again only when `--time-budget` is given again).
+
+Test hook (like trainables/tune_function.py's hold file; never set it in a real run): with
+`VLA_TUNE_BUDGET_CLOCK_FILE` set in the sweep's process, the budget's clock starts only
+once that file exists. A test so lets the budget run out at a chosen point (say once a
+trial holds at its first report), without depending on how long anything takes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.stopper import TimeoutStopper
+
+from trainables.progress import duration
 
 BUDGET_FILE = "budget_stop.json"  # the trials the budget cut, until --resume reopens them
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,6 +58,28 @@ def budget_option(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+CLOCK_FILE_ENV = "VLA_TUNE_BUDGET_CLOCK_FILE"
+
+
+def clock_started() -> bool:
+    """Whether the budget's clock runs: always, unless the test hook holds it."""
+    path = os.environ.get(CLOCK_FILE_ENV)
+    return not path or os.path.exists(path)
+
+
+class BudgetStopper(TimeoutStopper):
+    """Tune's TimeoutStopper, whose clock starts at its first check (after Tune's set-up),
+    here the first check once `clock_started()`."""
+
+    def stop_all(self) -> bool:
+        return clock_started() and super().stop_all()
+
+
+def stopper(budget_s: float | None) -> BudgetStopper | None:
+    """The `stop=` of a phase's RunConfig: its budget, or none."""
+    return BudgetStopper(budget_s) if budget_s else None
+
+
 class BudgetWatch(Callback):
     """Which trials ended before the budget ran out (finished, stopped by ASHA, failed):
     the others were cut by it. Its clock starts with Tune's loop, as Tune's own does."""
@@ -60,7 +91,7 @@ class BudgetWatch(Callback):
         self.ended_in_time: set[str] = set()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.start is None:
+        if self.start is None and clock_started():  # before the stopper's first check
             self.start = time.monotonic()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -158,8 +189,6 @@ def reopen_generator(fs: Any, root: str) -> None:
 
 
 def stop_line(storage: Any, storage_path: str, stopped: int, left: int, elapsed: float) -> str:
-    from tuner.forecast import duration
-
     return (
         f"the time budget ended the sweep after {duration(elapsed)} with {left} trials left "
         f"({stopped} stopped at their last checkpoint, the others not started): continue "

@@ -58,6 +58,16 @@ def check_validation(count: int, summary: str, metric: str, val_ratio: Any) -> N
         )
 
 
+def check_precision(base: dict[str, Any], gpus: float) -> None:
+    """fp16 needs CUDA (its GradScaler): with no GPU per trial, every trial would fail at
+    its start, one after another, instead of the sweep refusing once."""
+    if base.get("precision") == "fp16" and not gpus:
+        raise BadInput(
+            "precision fp16 (RoboVLMs' 16-mixed) needs a CUDA device, and these trials get "
+            "no GPU: use --set precision=auto (fp32 on a CPU, bf16 or fp16 on a GPU)"
+        )
+
+
 def _describe_node(node: dict[str, Any]) -> str:
     resources = node.get("Resources", {})
     where = node.get("NodeManagerAddress") or node.get("NodeID", "?")[:8]

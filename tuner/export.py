@@ -2,8 +2,10 @@
 
 Writes OUT/config.json (the best configuration in the trainable's reference format; for
 mobile_vla a RoboVLMs-style config with its train_setup block), OUT/trial_config.json
-(the flat trial config) and copies the checkpoint's adapter (PEFT format) and head.
-`--merge` also writes the backbone with the adapter merged in (fp16), for deployment;
+(the flat trial config) and copies the checkpoint's weights: the adapter (PEFT format) and
+head, or for a trial without LoRA (a full fine-tune) the trained weights themselves.
+`--merge` also writes the backbone with the adapter merged in (fp16), for deployment; without
+LoRA there is nothing to merge and it writes the trained backbone in fp16 the same way.
 `Policy.from_export(OUT)` (trainables.mobile_vla.inference) loads either form.
 """
 
@@ -26,6 +28,18 @@ EXPORT_RECORD = "export.json"  # which trainable the folder holds (tuner.evaluat
 SKIPPED = {STATE_FILE, TRIAL_CONFIG_FILE}
 
 
+def weight_entries(checkpoint: Path) -> list[Path]:
+    """What a checkpoint holds of the model, whatever form it takes (a LoRA adapter folder,
+    a full fine-tune's weights file, a head): everything but what only resuming needs."""
+    return [p for p in sorted(checkpoint.iterdir()) if p.name not in SKIPPED]
+
+
+def entries_bytes(entries: list[Path]) -> int:
+    """The bytes of these files and folders (recursively)."""
+    files = [f for e in entries for f in ([e] if e.is_file() else e.rglob("*")) if f.is_file()]
+    return sum(f.stat().st_size for f in files)
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (library messages often span several)."""
     return " ".join(str(exc).split())
@@ -37,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage-path", default="ray_results")
     parser.add_argument("--out", help="output folder (default exported/<sweep name>)")
     parser.add_argument(
-        "--merge", action="store_true", help="also write the merged fp16 backbone + head"
+        "--merge", action="store_true", help="also write the trained fp16 backbone + head"
     )
     parser.add_argument(
         "--devices",
@@ -75,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"trainable": best["trainable"], "sweep": storage.name, "trial": best["trial"]}
     (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     copied = []
-    for source in sorted(checkpoint.iterdir()):
-        if source.name in SKIPPED:
-            continue
+    for source in weight_entries(checkpoint):
         if source.is_dir():
             shutil.copytree(source, out / source.name, dirs_exist_ok=True)
         else:

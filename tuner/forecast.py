@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.progress import duration
 from tuner.overhead import Overhead, read_overhead
 
 
@@ -77,16 +78,6 @@ def makespan(durations: list[tuple[float, float]], concurrency: int, longest: fl
     return work / concurrency + (1 - 1 / concurrency) * longest / 2
 
 
-def duration(seconds: float) -> str:
-    """1 h 20 min, 4 min, 40 s."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = round(seconds / 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
-
-
 @dataclass
 class Forecast:
     trial_epochs: float  # expected under the scheduler
@@ -105,6 +96,7 @@ class Forecast:
     by_plan: dict[str, Any] = field(default_factory=dict)  # cost key -> Calibration
     device: str = ""
     task: str = ""  # whose overhead applies (tuner/overhead.py)
+    pack: int = 1  # trials per pack (tuner/packs.py); 1: unpacked
 
     @property
     def seconds(self) -> float:
@@ -120,7 +112,8 @@ class Forecast:
         confirm = f" + {self.confirm_runs} confirmation runs" if self.confirm_runs else ""
         text = (
             f"{epochs}{confirm}, {self.concurrency} trial{'s' if self.concurrency != 1 else ''} "
-            f"at a time: ~{duration(self.seconds)}, {self.device_hours:.2g} {self.device_kind}-"
+            f"at a time{self.packing() if self.pack > 1 else ''}: ~{duration(self.seconds)}, "
+            f"{self.device_hours:.2g} {self.device_kind}-"
             f"hours (calibrated{' earlier' if self.cached else ''}: {self.calibrated}; "
             + (
                 self.overhead.describe()
@@ -142,6 +135,15 @@ class Forecast:
             )
         return text
 
+    def packing(self) -> str:
+        """Packs: at the speed the last packed sweep here measured, else the stated one."""
+        from tuner.packs import PACK_FACTOR
+
+        packs = math.ceil(self.concurrency / self.pack)
+        speed = f"assumed {PACK_FACTOR:g}x the summed speed of {self.pack} separate trials"
+        speed = "their speed as the last packed sweep here measured" if self.overhead else speed
+        return f" in {packs} pack{'s' if packs != 1 else ''} of up to {self.pack}, {speed}"
+
     def exceeds_budget(self) -> bool:
         # The budget stops the search; the confirmation that follows it is not cut.
         return self.budget_s is not None and self.search_s > self.budget_s
@@ -161,6 +163,7 @@ class Forecast:
             "budget_s": self.budget_s,
             "exceeds_budget": self.exceeds_budget(),
             "overhead": dataclasses.asdict(self.overhead) if self.overhead else None,
+            "pack": self.pack,
         }
 
 
@@ -172,9 +175,15 @@ def plan_forecast(
     cpu: float,
     cached: bool,
     overhead: Overhead | None = None,
+    pack: int = 1,
 ) -> Forecast:
     """The forecast of `prep`'s sweep; `calibrations[i]` is the cost of candidate i (for
-    grids, candidate i is trial i)."""
+    grids, candidate i is trial i). Packed (`pack` trials per pack, `cpu`/`gpu` one trial's
+    share), a trial's epochs take `pack` / PACK_FACTOR times one trial's alone, unless the
+    overhead was measured by a packed sweep (its epoch speed holds the packing)."""
+    from tuner.packs import PACK_FACTOR
+
+    slower = pack / PACK_FACTOR if pack > 1 else 1.0
     s = prep.space.scheduler
     grace, max_t = min(s.grace_period, prep.max_t), prep.max_t
     n = prep.space.num_trials()
@@ -185,7 +194,7 @@ def plan_forecast(
 
     def seconds(calibration: Any, epochs: float) -> float:
         if overhead is None:
-            return calibration.trial_s(epochs)
+            return calibration.trial_s(epochs * slower)
         return overhead.trial_seconds(calibration, epochs)
 
     per_trial = [seconds(c, mean_epochs) for c in calibrations]
@@ -224,6 +233,7 @@ def plan_forecast(
         budget_s=prep.options.time_budget,
         overhead=overhead,
         device=first.device,
+        pack=pack,
     )
 
 
@@ -272,12 +282,20 @@ def sweep_forecast(
         all_cached = all_cached and cached
     alive = [n for n in nodes if n.get("Alive")]
     have = [(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in alive]
+    from tuner.packs import plan_packs, trial_share
+
+    packing = plan_packs(prep)
+    pack = packing.size
+    cpu, gpu = trial_share(packing, cpu, gpu)  # packed: one trial's share of a pack
     concurrency = slots(have, cpu, gpu)
     if prep.options.max_concurrent:
         concurrency = min(concurrency, prep.options.max_concurrent)
     concurrency = min(concurrency, prep.space.num_trials())
-    overhead = read_overhead(prep.task.name, calibrations[0].device, concurrency)
-    fc = plan_forecast(prep, calibrations, concurrency, gpu, cpu, all_cached, overhead)
+    # Packed sweeps learn their own overhead: their epochs' speed holds the packing.
+    device = calibrations[0].device + (f", packs of {pack}" if pack > 1 else "")
+    overhead = read_overhead(prep.task.name, device, concurrency)
+    fc = plan_forecast(prep, calibrations, concurrency, gpu, cpu, all_cached, overhead, pack)
+    fc.device = device
     fc.by_plan = {key: calibration for key, (calibration, _) in measured.items()}
     fc.task = prep.task.name
     return fc
@@ -315,13 +333,11 @@ def as_ray_task(task: str, cpu: float, gpu: float) -> Measure:
 
 def outcome_line(fc: Forecast | None, wall_s: float) -> str:
     """Forecast against the result, printed at the end."""
-    from trainables.progress import clock
-
     if fc is None:
-        return f"wall time {clock(wall_s)} (no forecast)"
+        return f"wall time {duration(wall_s)} (no forecast)"
     ratio = wall_s / fc.seconds if fc.seconds else math.inf
     return (
-        f"wall time {clock(wall_s)} against the forecast {clock(fc.seconds)} "
+        f"wall time {duration(wall_s)} against the forecast {duration(fc.seconds)} "
         f"(actual / forecast = {ratio:.2f})"
     )
 

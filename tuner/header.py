@@ -3,9 +3,13 @@ results and MLflow go) and, for `--dry-run`, every trial's batch plan."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tuner.experiment import describe_config
 from tuner.prepare import Prepared
 from tuner.storage import Storage
+
+SCHEDULE_KEYS = ("steps_per_epoch", "warmup_steps", "total_steps")  # every task's plan has them
 
 
 def print_header(prep: Prepared, storage: Storage, mlflow_uri: str) -> None:
@@ -65,11 +69,15 @@ def print_dry_run(prep: Prepared) -> None:
         )
     for config, plan in zip(prep.candidates, prep.plans, strict=True):
         print(
-            f"  {describe_config(config, prep.searched):<40} "
-            f"micro-batch {plan['micro_batch_size']:>3} x accumulation {plan['accumulation']:>3}, "
-            f"{plan['steps_per_epoch']} steps/epoch,"
-            f" warmup {plan['warmup_steps']} steps"
+            f"  {describe_config(config, prep.searched):<40} {batching(plan)}, "
+            f"{plan['steps_per_epoch']} steps/epoch, warmup {plan['warmup_steps']} steps"
         )
+
+
+def batching(plan: dict[str, Any]) -> str:
+    """How a trial splits its steps, in the plan's own keys (the task's: micro_batch_size
+    and accumulation, or Mobile VLA's frames per micro-batch): what its params will say."""
+    return ", ".join(f"{k}={v}" for k, v in plan.items() if k not in SCHEDULE_KEYS)
 
 
 def confirm_runs(prep: Prepared) -> str:

@@ -60,10 +60,14 @@ def compared_values(rows: list[Any]) -> tuple[int, list[tuple[dict, float]]]:
     return epoch, values
 
 
-def skip_reason(values: list[tuple[dict, float]], searched: list[str]) -> str | None:
+def varied_keys(values: list[tuple[dict, float]], searched: list[str]) -> list[str]:
+    """The searched keys that took 2 or more values among the compared trials."""
+    return [k for k in searched if len({repr(c.get(k)) for c, _ in values}) >= 2]
+
+
+def skip_reason(values: list[tuple[dict, float]], varied: list[str]) -> str | None:
     if len(values) < MIN_TRIALS:
         return f"only {len(values)} trials with a result (it needs {MIN_TRIALS})"
-    varied = [k for k in searched if len({repr(c.get(k)) for c, _ in values}) >= 2]
     if not varied:
         return "fewer than 2 values of every searched hyperparameter"
     return None
@@ -85,10 +89,10 @@ def analyse(
     import optuna
 
     epoch, values = compared_values(rows)
-    reason = skip_reason(values, searched)
+    varied = varied_keys(values, searched)
+    reason = skip_reason(values, varied)
     if reason:
         return reason
-    varied = [k for k in searched if len({repr(c.get(k)) for c, _ in values}) >= 2]
     dists = {k: distribution([c[k] for c, _ in values], k in log_keys) for k in varied}
 
     def param(key: str, value: Any) -> Any:

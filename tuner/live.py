@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from trainables.progress import clock
+from trainables.progress import duration
 
 
 class LiveView(Callback):
@@ -97,10 +97,10 @@ class LiveView(Callback):
         left_s = self.eta.left(trial_times(trials)) if self.eta else None
         if left_s is None and ended:
             left_s = elapsed / ended * (self.total - ended)
-        left = f"~{clock(left_s)} left" if left_s is not None else "left ?"
+        left = f"~{duration(left_s)} left" if left_s is not None else "left ?"
         best = f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
         return (
-            f"[{clock(elapsed)} {left}] {c['running']} running, {c['done']} finished, "
+            f"[{duration(elapsed)} {left}] {c['running']} running, {c['done']} finished, "
             f"{c['early']} stopped early, {c['failed']} failed, {c['pending']} pending | {best}"
         )
 

@@ -11,9 +11,6 @@ task on the same device and concurrency applies all of it (tuner/forecast.py).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import statistics
 import time
@@ -22,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+
+from trainables.cache import Records
 
 
 @dataclass(frozen=True)
@@ -62,22 +61,16 @@ class FirstResults(Callback):
         self.at.setdefault(trial.trial_id, time.monotonic())
 
 
-def overhead_path(task: str, device: str, concurrency: int, root: Path | None = None) -> Path:
-    """Where the overhead of a task's sweeps on a device at a concurrency is kept: a trial's
-    start and the workers' imports are the task's own."""
-    from trainables.cache import default_cache_dir
-
-    key = hashlib.sha256(f"{task}|{device}|{concurrency}".encode()).hexdigest()[:24]
-    return (root or default_cache_dir() / "calibration") / f"overhead-{key}.json"
+def overheads(root: Path | None = None) -> Records[Overhead]:
+    """Kept beside the calibrations, one per task, device and concurrency: a trial's start
+    and the workers' imports are the task's own."""
+    return Records(Overhead, root, prefix="overhead-")
 
 
 def read_overhead(
     task: str, device: str, concurrency: int, root: Path | None = None
 ) -> Overhead | None:
-    try:
-        return Overhead(**json.loads(overhead_path(task, device, concurrency, root).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
+    return overheads(root).get([task, device, concurrency])
 
 
 # config, epochs, first epoch's seconds, all epochs' seconds, and the seconds from the
@@ -121,11 +114,7 @@ def measure_overhead(fc: Any, trials: list[Trial], wall_s: float, sweep: str) ->
 
 
 def save_overhead(fc: Any, overhead: Overhead, root: Path | None = None) -> None:
-    from trainables.cache import write_atomic
-
-    text = json.dumps(dataclasses.asdict(overhead)).encode()
-    path = overhead_path(fc.task, fc.device, fc.concurrency, root)
-    write_atomic(path, lambda f: f.write(text))
+    overheads(root).put([fc.task, fc.device, fc.concurrency], overhead)
 
 
 def learn(fc: Any, results: Any, sweep: str, started: float, firsts: FirstResults) -> None:

@@ -56,6 +56,7 @@ class SweepOptions:
     seeds: int | None = None  # ... with N runs each
     min_effect: float | None = None  # a tie in practice below it (None: the space's)
     time_budget: float | None = None  # seconds; None: the space's (a resume: none)
+    pack: int | None = None  # --pack K: trials per pack (tuner/packs.py); None: unpacked
 
 
 @dataclass
@@ -89,7 +90,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SweepOptions)}
     values["sets"] = sets
     values = {k: v for k, v in values.items() if v is not None}
-    for key in ("max_epochs", "num_samples", "max_concurrent"):
+    for key in ("max_epochs", "num_samples", "max_concurrent", "pack"):
         if key in values and values[key] < 1:
             raise BadInput(f"--{key.replace('_', '-')} must be >= 1, got {values[key]}")
     if values.get("confirm", 0) < 0:

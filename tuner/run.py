@@ -10,7 +10,8 @@ batch plans, MLflow); bad input is one line and exit 2. Exit 1 when trials faile
 An interrupted sweep continues with `--resume` (the latest sweep of the space, or --name).
 
 The story, in `main` and `run`: options -> checked input (tuner/prepare.py) -> header ->
-Ray (tuner/ray_start.py) -> Tuner (tuner/tune_setup.py) -> fit -> summary.
+forecast (tuner/measure.py) -> Ray (tuner/ray_start.py) -> Tuner (tuner/tune_setup.py) ->
+fit -> summary.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from trainables.cli import exit_with
-from tuner import budget, forecast, overhead
-from tuner.checks import BadInput, trial_resources
+from tuner import budget, forecast, overhead, packs
+from tuner.checks import BadInput, check_precision, trial_resources
 from tuner.eta import Eta
 from tuner.header import print_dry_run, print_header
-from tuner.plan_json import dry_run_json
+from tuner.measure import cluster_forecast, local_forecast, precompute
 from tuner.prepare import Prepared, SweepOptions, options_from_args, prepare
 from tuner.ray_start import (
     autoscaler_node_types,
@@ -41,7 +42,7 @@ from tuner.ray_start import (
     start_ray,
 )
 from tuner.storage import SWEEP_FILE, Storage
-from tuner.tune_setup import fit, make_trainable, search_phase
+from tuner.tune_setup import fit, search_phase
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON document")
     p.add_argument(
+        "--pack",
+        type=int,
+        metavar="K",
+        help="train up to K LoRA trials per worker on one shared base (default 1: unpacked)",
+    )
+    p.add_argument(
         "--time-budget",
         type=budget.budget_option,
         metavar="2h",
@@ -115,22 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def sweep_name(opts: SweepOptions) -> str:
     return opts.name or f"{Path(opts.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def precompute(prep: Prepared, gpu: float) -> Any:
-    """The shared data plus what every trial would otherwise compute itself (frozen image
-    features), computed once here on the device the trials train on."""
-    if prep.task.precompute is None or not prep.share_data or prep.data is None:
-        return prep.data
-    import torch
-
-    if gpu > 0 and not torch.cuda.is_available():
-        print("image features: computed once per node by the trials (this driver has no GPU)")
-        return prep.data
-    data, line = prep.task.precompute(prep.candidates[0], prep.data, "cuda" if gpu else "cpu")
-    if line:
-        print(line, flush=True)
-    return data
 
 
 def run(
@@ -156,6 +147,7 @@ def run(
         check_storage(storage, opts.shared_storage)  # BadInput: nothing written yet
         nodes = ray.nodes() + autoscaler_node_types()
         cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
+        check_precision(prep.base, gpu)
         if not resume:
             storage.write_json(SWEEP_FILE, dataclasses.asdict(opts))
         if data is None:  # a cluster: measured there, on one trial's resources
@@ -163,7 +155,7 @@ def run(
             fc = cluster_forecast(prep, data, cpu, gpu, nodes)
         base = {**prep.base}
         base.setdefault("torch_threads", max(1, int(cpu)))
-        trainable = make_trainable(prep, data, cpu, gpu)
+        trainable = packs.make_trainable(prep, data, cpu, gpu)
         tracking = {
             "uri": mlflow_uri,
             "experiment": opts.experiment,
@@ -193,23 +185,21 @@ def run(
         results = fit(prep, trainable, storage, search, tracking, resume)
         cut = budget.cut_trials(results, watch, prep.max_t) if opts.time_budget else []
         unfinished, confirmed = report.unfinished(results), None
+        # Once, best first; after a cut, trials the budget kept from starting have no row.
+        rows = summary.sorted_rows(prep, [r for r in results if r.config] if cut else results)
         if not (cut or unfinished or resume):  # a whole search: how Tune's overhead compares
             overhead.learn(fc, results, storage.name, started, firsts)
         if prep.confirm.top and not unfinished and not cut:
-            rows = summary.sorted_rows(prep, results)
             confirmed = confirm.run_phase(prep, storage, trainable, tracking, rows, results, resume)
         wall_s = time.monotonic() - started
         if cut:
             storage.write_json(budget.BUDGET_FILE, {"cut": cut})
         forecast.log_outcome(tracker, parent_id, fc, wall_s)
-        if cut:  # the table of what ran; trials the budget kept from starting have no row
-            results = [r for r in results if r.config]
-        if results:
+        if rows:
             status = summary.finish(
-                prep, storage, tracker, parent_id, results, mlflow_uri, unfinished, confirmed
+                prep, storage, tracker, parent_id, rows, mlflow_uri, unfinished, confirmed
             )
             if not (cut or unfinished):  # once, over the whole search (params are set once)
-                rows = summary.sorted_rows(prep, results)
                 print(f"\n{importance.report_importance(prep, rows, tracker, parent_id)}")
         else:
             tracker.finish_parent("KILLED")
@@ -267,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             raise BadInput("--json goes with --dry-run")
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             prep = prepare(opts)  # with --json, stdout holds the document only
+        pack = packs.plan_packs(prep)
         if not args.resume and opts.time_budget is None:
             opts.time_budget = prep.space.time_budget
         if not args.resume and storage.exists():
@@ -277,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.json:
         print_header(prep, storage, mlflow_uri)
+        packs.print_line(prep, pack)
     try:
         fc, data = local_forecast(prep, quiet=args.json)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(dry_run_json(prep, fc))
+        print(packs.dry_run_json(prep, fc, pack))
         return 0
     if fc is not None:
         print(f"  forecast   {fc.line()}", flush=True)
@@ -302,49 +294,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-
-
-def cluster_forecast(
-    prep: Prepared, data: Any, cpu: float, gpu: float, nodes: list
-) -> forecast.Forecast | None:
-    """The forecast measured by a Ray task with one trial's resources; printed."""
-    if data is None:
-        return None
-    measure = forecast.as_ray_task(prep.task.name, cpu, gpu)
-    try:
-        fc = forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure)
-    except forecast.NotMeasured as exc:
-        print(f"  forecast   none: a trial's steps failed to run ({exc})", flush=True)
-        return None
-    print(f"  forecast   {fc.line()}", flush=True)
-    return fc
-
-
-def local_forecast(prep: Prepared, quiet: bool) -> tuple[forecast.Forecast | None, Any]:
-    """The forecast measured on this machine and the shared data it was measured on (the
-    trials get the same), or (None, None) on a cluster (measured there once Ray is up)
-    and for a task without loaded data."""
-    if prep.data is None:
-        return None, None
-    if prep.options.address or os.environ.get("RAY_ADDRESS"):
-        where = sys.stderr if quiet else sys.stdout
-        print("  forecast   measured on the cluster once the sweep starts", file=where)
-        return None, None
-    opts, nodes = prep.options, forecast.local_nodes()
-    try:
-        cpu, gpu = trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, nodes)
-    except BadInput as exc:  # a plan for another machine; a real run refuses it once Ray is up
-        where = sys.stderr if quiet else sys.stdout
-        print(f"  forecast   none: this machine cannot run a trial ({exc})", file=where)
-        return None, None
-    with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
-        data = precompute(prep, gpu)
-        measure = forecast.in_process(prep.task.name)
-        try:
-            return forecast.sweep_forecast(prep, data, cpu, gpu, nodes, measure), data
-        except forecast.NotMeasured as exc:
-            print(f"  forecast   none: a trial's steps failed to run here ({exc})", flush=True)
-            return None, data
 
 
 def _default_mlflow_uri() -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 from trainables.training_state import TRIAL_CONFIG_FILE
 from tuner import confirm, report, verdict
+from tuner.disk import human_bytes
+from tuner.export import entries_bytes, weight_entries
 from tuner.storage import BEST_FILE
 from tuner.tracking import VERDICT_TAG, runs_page_url
 
@@ -27,15 +29,15 @@ def finish(
     storage: Any,
     tracker: Any,
     parent_id: str,
-    results: Any,
+    rows: list[report.TrialRow],
     uri: str,
     unfinished: int,
     confirmed: confirm.Confirmed | None = None,
 ) -> int:
     """The table, the best trial (the confirmed best when there is one), its files in
-    MLflow and best.json; the exit status. `unfinished`: the search's trials left over."""
+    MLflow and best.json; the exit status. `rows`: the search's trials, best first
+    (`sorted_rows`); `unfinished`: those left over."""
     space = prep.space
-    rows = sorted_rows(prep, results)
     failed = [r for r in rows if r.status == "failed"]
     if confirmed is not None and confirmed.unfinished:
         unfinished += confirmed.unfinished
@@ -71,9 +73,8 @@ def finish(
             if best_info["mlflow_run_id"]:
                 tracker.client.set_tag(best_info["mlflow_run_id"], "vla_tune.best", "true")
                 if best.checkpoint and Path(best.checkpoint).is_dir():
-                    tracker.log_artifacts(
-                        best_info["mlflow_run_id"], Path(best.checkpoint) / "adapter", "adapter"
-                    )
+                    for entry in weight_entries(Path(best.checkpoint)):
+                        tracker.log_artifacts(best_info["mlflow_run_id"], entry, entry.name)
                 tracker.log_json(best_info["mlflow_run_id"], best.config, TRIAL_CONFIG_FILE)
             storage.write_json(BEST_FILE, best_info)
     tie = verdict.search_tie([r.value for r in rows if r.status != "failed"], space.metric)
@@ -92,7 +93,7 @@ def finish(
         print(f"best {space.metric} {best.value:.4f}: {best.name}")
         print(f"  config   {json.dumps({k: best.config[k] for k in prep.searched})}")
         if best.checkpoint:
-            print(f"  adapter  {best.checkpoint}/adapter")
+            print(weights_line(best.checkpoint))
     early = sum(r.status.startswith("asha") for r in rows)
     print(
         f"{len(rows)} trials: {len(rows) - early - len(failed)} completed, "
@@ -105,6 +106,17 @@ def finish(
         print(f"{unfinished} trials unfinished: python -m tuner.run --resume --name {storage.name}")
         return 130
     return 1 if failed or (confirmed and confirmed.failed) else 0
+
+
+def weights_line(checkpoint: str) -> str:
+    """Where the best trial's weights are, in whatever form (a LoRA adapter, or a full
+    fine-tune's trained weights: the whole model, so often GBs)."""
+    if not Path(checkpoint).is_dir():  # on remote storage
+        return f"  weights  {checkpoint}"
+    entries = weight_entries(Path(checkpoint))
+    size = entries_bytes(entries)
+    names = ", ".join(e.name + ("/" if e.is_dir() else "") for e in entries)
+    return f"  weights  {checkpoint}: {names} ({human_bytes(size)})"
 
 
 def confirmed_record(confirmed: confirm.Confirmed) -> dict[str, Any]:

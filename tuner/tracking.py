@@ -32,6 +32,8 @@ PHASE_TAG = "vla_tune.phase"  # search | confirm
 VERDICT_TAG = "vla_tune.verdict"
 NODE_TAG = "vla_tune.node"  # where the trial runs now
 NODES_TAG = "vla_tune.nodes"  # every node it ran on, in order (a retry may move it)
+PACK_TAG = "vla_tune.pack"  # the pack it trains in now (--pack; tuner/packs.py)
+PACKS_TAG = "vla_tune.packs"  # every pack it trained in, in order (a retry joins another)
 # MLflow 3 opens an experiment on its GenAI overview unless it carries this tag.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Ray's own bookkeeping in every result: not metrics of the model.
@@ -86,13 +88,15 @@ def flat_params(values: dict[str, Any], prefix: str = "") -> list[Param]:
     return params
 
 
-def node_tags(node: str, history: str) -> list[RunTag]:
-    """The current node, and the comma list of nodes so far with this one appended
-    when it differs from the last (a retry on another node moves the trial)."""
+def node_tags(
+    node: str, history: str, tags: tuple[str, str] = (NODE_TAG, NODES_TAG)
+) -> list[RunTag]:
+    """The current node (or pack), and the comma list of them so far with this one
+    appended when it differs from the last (a retry may move the trial)."""
     nodes = history.split(",") if history else []
     if not nodes or nodes[-1] != node:
         nodes.append(node)
-    return [RunTag(NODE_TAG, node), RunTag(NODES_TAG, ",".join(nodes))]
+    return [RunTag(tags[0], node), RunTag(tags[1], ",".join(nodes))]
 
 
 def model_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -208,6 +212,7 @@ class MLflowTrialCallback(Callback):
         self.logged_step: dict[str, int] = {}  # trial_id -> last metric step in MLflow
         self.derived_logged: set[str] = set()
         self.nodes: dict[str, str] = {}  # trial_id -> node of its last result
+        self.packs: dict[str, str] = {}  # trial_id -> pack of its last result (--pack)
 
     def __getstate__(self) -> dict:
         return {
@@ -256,11 +261,15 @@ class MLflowTrialCallback(Callback):
         else:
             params = []
         node = str(result.get("node_ip") or result.get("hostname") or "")
-        if node and self.nodes.get(trial.trial_id) != node:
-            # The history lives in MLflow, so it survives a restarted driver (--resume).
-            history = self.tracker.client.get_run(run_id).data.tags.get(NODES_TAG, "")
-            tags += node_tags(node, history)
-            self.nodes[trial.trial_id] = node
+        for seen, value, names in (
+            (self.nodes, node, (NODE_TAG, NODES_TAG)),
+            (self.packs, str(result.get("pack") or ""), (PACK_TAG, PACKS_TAG)),
+        ):
+            if value and seen.get(trial.trial_id) != value:
+                # The history lives in MLflow, so it survives a restarted driver (--resume).
+                history = self.tracker.client.get_run(run_id).data.tags.get(names[1], "")
+                tags += node_tags(value, history, names)
+                seen[trial.trial_id] = value
         if step <= self.logged_step[trial.trial_id]:
             metrics = []  # logged before an interruption: never twice
         else:

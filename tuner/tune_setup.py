@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner import experiment
+from tuner import budget, experiment
 from tuner.disk import human_bytes
 from tuner.prepare import Prepared
 from tuner.storage import KEEP_WHILE_RUNNING, Storage, checkpoint_disk, keep_latest_checkpoints
@@ -95,13 +95,13 @@ def fit(
                 reuse_actors=True,
                 trial_name_creator=name_fn,
                 trial_dirname_creator=dirname_fn,
-                time_budget_s=phase.time_budget_s,
             ),
             run_config=tune.RunConfig(
                 name=phase.name,
                 storage_path=phase.storage_path,
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=2),
+                stop=budget.stopper(phase.time_budget_s),
                 # The latest two per trial while it runs (tuner.storage says why two);
                 # the latest one after, below.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_WHILE_RUNNING),
@@ -129,7 +129,7 @@ def restored_settings(tuner: Any, phase: Phase) -> None:
     """A restored Tuner keeps the budget and callbacks it was pickled with; a resumed
     sweep has its own (no budget unless given again). Ray has no public setter for these."""
     internal = tuner._local_tuner
-    internal._tune_config.time_budget_s = phase.time_budget_s
+    internal._run_config.stop = budget.stopper(phase.time_budget_s)
     kinds = {type(c) for c in phase.callbacks}
     kept = [c for c in internal._run_config.callbacks or [] if type(c) not in kinds]
     internal._run_config.callbacks = [*kept, *phase.callbacks]

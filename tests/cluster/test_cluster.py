@@ -3,6 +3,7 @@ trials on both nodes, the worker node killed mid-sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 import time
@@ -13,6 +14,7 @@ import psutil
 from tests.services import cli, sweep_runs
 
 REPO = Path(__file__).resolve().parents[2]
+JOB_S = 300  # a deadline for the sweep job (about a minute): it only turns a hang into a failure
 # What `ray job submit` must not upload (README: "Run on a cluster").
 EXCLUDES = [".git", "data", "checkpoints", "mlruns", "ray_results", "demo_episodes",
             "*.egg-info", "__pycache__", ".ruff_cache", ".pytest_cache"]  # fmt: skip
@@ -37,7 +39,21 @@ def write_space(folder: Path) -> Path:
     return path
 
 
-def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, demo_dir, tmp_path):
+def test_job_submit_sweep_survives_losing_the_worker_node(
+    two_nodes, demo_dir, mlflow_server, tmp_path
+):
+    """Each trial holds its node's only CPU after a checkpoint (see the `cluster` fixture):
+    one trial runs on each node, the worker's is still there when the worker dies, and the
+    head's goes on once the test releases it."""
+    cluster = two_nodes
+    with stopping_the_job(cluster):
+        sweep_survives_losing_the_worker_node(cluster, demo_dir, mlflow_server, tmp_path)
+
+
+def test_local_storage_is_refused_on_a_multi_node_cluster(two_nodes, demo_dir, tmp_path):
+    """Runs after the worker-loss test (file order): `two_nodes` has replaced the killed
+    worker, and the tuner sees 2 nodes again."""
+    cluster = two_nodes
     results = tmp_path / "results"
     run = cli(
         "tuner.run", "--space", write_space(tmp_path), "--data-dir", demo_dir,
@@ -45,19 +61,24 @@ def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, demo_dir, tmp
         "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--address", cluster.gcs,
         env=cluster.env, cwd=REPO, timeout=180,
     )  # fmt: skip
-    assert run.returncode == 2, run.stderr[-3000:]
+    assert run.returncode == 2, run.stderr[-3000:] + cluster.log_tails()
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "2 nodes" in errors[0] and "--shared-storage" in errors[0]
     assert not (results / "refused").exists()  # nothing written, no MLflow run started
     assert sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")[2] == []
 
 
-def test_job_submit_sweep_survives_losing_the_worker_node(
-    cluster, demo_dir, mlflow_server, tmp_path
-):
-    """Each trial holds its node's only CPU after a checkpoint (see the `cluster` fixture):
-    one trial runs on each node, the worker's is still there when the worker dies, and the
-    head's goes on once the test releases it."""
+@contextlib.contextmanager
+def stopping_the_job(cluster):
+    """A failed test leaves no sweep job holding the module's cluster."""
+    try:
+        yield
+    finally:
+        if job_status(cluster, check=False) == "running":
+            cluster.ray("job", "stop", "--address", cluster.dashboard, "sweep")
+
+
+def sweep_survives_losing_the_worker_node(cluster, demo_dir, mlflow_server, tmp_path):
     submit = cluster.ray(
         "job", "submit", "--address", cluster.dashboard, "--submission-id", "sweep",
         "--no-wait", "--working-dir", str(REPO),
@@ -72,13 +93,18 @@ def test_job_submit_sweep_survives_losing_the_worker_node(
     shared = tmp_path / "shared" / "cluster"
     ran_on = wait_for_a_held_trial_on_each_node(cluster, shared)
     on_worker = trial_pids(ran_on["worker"])
-    cluster.remember()  # the worker's trial process too: the kill orphans it
-    cluster.raylet("worker").kill()
+    cluster.kill_worker()  # its trial's process remembered first: the kill orphans it
     cluster.release.touch()
 
-    deadline = time.monotonic() + 600  # a failure timeout only
+    # Tune retries the lost trial once GCS notices the death (seconds: see HEALTH_CHECKS).
+    deadline = time.monotonic() + JOB_S
     while (status := job_status(cluster)) == "running":
-        assert time.monotonic() < deadline, "the job did not end" + logs(cluster)
+        if time.monotonic() > deadline:
+            alive = cluster.alive_nodes()
+            raise AssertionError(
+                f"the job did not end within {JOB_S} s (GCS counts {alive} nodes alive)"
+                + logs(cluster)
+            )
         time.sleep(2)
     assert status == "succeeded", status + logs(cluster)
 
@@ -104,7 +130,7 @@ def test_job_submit_sweep_survives_losing_the_worker_node(
 def wait_for_a_held_trial_on_each_node(cluster, shared: Path) -> dict[str, Path]:
     """Node name -> the trial folder running there with a checkpoint, by the pids in its
     result.json under each `ray start` (held trials stay alive until the test acts)."""
-    deadline = time.monotonic() + 600  # a failure timeout only
+    deadline = time.monotonic() + JOB_S  # a failure timeout only
     found: dict[str, Path] = {}
     polls = 0
     while set(found) != {"head", "worker"}:
@@ -144,17 +170,20 @@ def trial_pids(trial: Path) -> set[int]:
     return pids
 
 
-def job_status(cluster) -> str:
-    """'succeeded', 'failed', 'stopped', or 'running' (pending and running)."""
-    out = cluster.ray("job", "status", "--address", cluster.dashboard, "sweep")
+def job_status(cluster, check: bool = True) -> str:
+    """'succeeded', 'failed', 'stopped', or 'running' (pending and running; also, unless
+    `check`, a job that cannot be asked about)."""
+    out = cluster.ray("job", "status", "--address", cluster.dashboard, "sweep", timeout=60)
     text = out.stdout + out.stderr
     for word in ("succeeded", "failed", "stopped"):
         if f"Job 'sweep' {word}" in text:
             return word
-    assert out.returncode == 0, text[-2000:]
+    assert out.returncode == 0 or not check, text[-2000:] + cluster.log_tails()
     return "running"
 
 
 def logs(cluster) -> str:
-    out = cluster.ray("job", "logs", "--address", cluster.dashboard, "sweep")
-    return "\n--- job logs ---\n" + out.stdout[-4000:] + out.stderr[-1000:]
+    """The job's log tail, then the nodes'."""
+    out = cluster.ray("job", "logs", "--address", cluster.dashboard, "sweep", timeout=60)
+    job = "\n--- job logs ---\n" + out.stdout[-4000:] + out.stderr[-1000:]
+    return job + cluster.log_tails()

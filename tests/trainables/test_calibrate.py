@@ -62,7 +62,7 @@ def test_the_cache_keys_on_the_plan_not_on_the_learning_rate(flat, demo_data, tm
     assert len(list(cache.root.glob("*.json"))) == 3
 
     # A damaged entry is measured again and rewritten.
-    entry = cache.path("mobile_vla", flat, "demo", "cpu x1")
+    entry = cache.path(cache.key("mobile_vla", flat, "demo", "cpu x1"))
     assert json.loads(entry.read_text())["step_s"] == first.step_s
     entry.write_text("{not json")
     _, cached = calibrate("mobile_vla", flat, demo_data, "demo", "cpu", cache, steps=2)

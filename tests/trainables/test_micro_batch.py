@@ -7,6 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.exactness import (
+    assert_far_from_adams_epsilon,
+    assert_same_adamw_weights,
+    assert_same_first_step,
+    assert_same_loss,
+    assert_same_moments,
+    chain_terms,
+    reordered_rtol,
+)
 from trainables.micro_batch import (
     OOM_TEST_ENV,
     largest_fitting,
@@ -41,6 +50,15 @@ class TwoLinear(torch.nn.Module):
         torch.manual_seed(0)
         self.a = torch.nn.Linear(4, 1)
         self.b = torch.nn.Linear(4, 1)
+
+
+# 16 rows, each through two 4-input linears, a sum and a square: what the loss and the
+# gradients accumulate (tests.exactness.chain_terms).
+TERMS = chain_terms(16, 2 * (4 + 1 + 2))
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
 def loss_above(model: TwoLinear, limit: int):
@@ -101,10 +119,12 @@ def test_a_micro_batch_out_of_memory_is_redone_as_halves_with_the_same_result():
     loss, norm = trainer.step(micro_batches, loss_above(model, 4), count, halves, "row")
     # 12 -> 6 + 6 -> 3 + 3 + 3 + 3: three splits, none of the failed tries' gradients kept.
     assert trainer.oom_splits == 3 and trainer.global_step == 1
-    assert loss == pytest.approx(expected_loss, rel=1e-6)
-    assert norm == pytest.approx(expected_norm, rel=1e-6)
-    for got, want in zip(model.parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    assert_same_loss(loss, expected_loss, TERMS)
+    # The norm sums the gradients' squares: twice their relative error, and one term each.
+    assert norm == pytest.approx(expected_norm, rel=reordered_rtol(2 * TERMS + 10))
+    assert_same_first_step(trainer.optimizer.state_dict(), plain.optimizer.state_dict(), TERMS)
+    assert_far_from_adams_epsilon(plain.optimizer.state_dict(), TERMS)  # step 2 as exact
+    assert_same_adamw_weights(weights(model), weights(reference), lr=0.1, steps=1)
     assert trainer.state_dict()["oom_splits"] == 3
 
     # The next step halves its micro-batches twice before they run (4 -> 1 + 1 + 1 + 1,
@@ -113,9 +133,9 @@ def test_a_micro_batch_out_of_memory_is_redone_as_halves_with_the_same_result():
     expected_loss, _ = plain.step(micro_batches, loss_above(reference, 99), count)
     loss, _ = trainer.step(micro_batches, loss_above(model, 4), count, halves, "row")
     assert trainer.oom_splits == 3 and trainer.halvings == 2 and trainer.global_step == 2
-    assert loss == pytest.approx(expected_loss, rel=1e-6)
-    for got, want in zip(model.parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    assert_same_loss(loss, expected_loss, TERMS)
+    assert_same_moments(trainer.optimizer.state_dict(), plain.optimizer.state_dict(), 2 * TERMS)
+    assert_same_adamw_weights(weights(model), weights(reference), lr=0.1, steps=2)
 
 
 def test_one_sample_that_does_not_fit_fails_with_one_line_naming_the_memory():

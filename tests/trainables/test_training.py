@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.exactness import (
+    assert_same_adamw_weights,
+    assert_same_first_step,
+    assert_same_loss,
+    chain_terms,
+)
 from trainables.training import (
     TrainConfig,
     Trainer,
@@ -130,10 +136,15 @@ def test_step_averages_over_the_whole_effective_batch():
         trainer = Trainer(model, cfg, plan_batches(cfg, 16))
         batches = list(zip(x.chunk(splits), y.chunk(splits), strict=True))
         loss, _ = trainer.step(batches, loss_of(model), lambda b: len(b[0]))
-        results.append((loss, model.linear.weight.detach().clone()))
-    for loss, weight in results[1:]:
-        assert loss == pytest.approx(results[0][0], rel=1e-6)
-        torch.testing.assert_close(weight, results[0][1], rtol=1e-6, atol=1e-7)
+        weights = {"weight": model.linear.weight.detach().clone()}
+        results.append((loss, weights, trainer.optimizer.state_dict()))
+    # 16 rows, each through a 4-input linear and a square: what the loss and gradients sum.
+    terms = chain_terms(16, 2 * (4 + 1))
+    loss_ref, weights_ref, optimizer_ref = results[0]
+    for loss, weights, optimizer in results[1:]:
+        assert_same_loss(loss, loss_ref, terms)
+        assert_same_first_step(optimizer, optimizer_ref, terms)
+        assert_same_adamw_weights(weights, weights_ref, lr=0.1, steps=1)
 
 
 def test_gradient_clipping_is_applied():

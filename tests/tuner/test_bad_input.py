@@ -91,7 +91,8 @@ def test_dry_run_prints_plans_and_starts_nothing(capsys, sweep_args, write_space
     assert main(sweep_args(write_space(SMALL_GRID), "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "4 trials:" in out
-    assert "lr=0.003,wd=0" in out and "micro-batch  32 x accumulation   1" in out
+    assert "lr=0.003,wd=0" in out and "micro_batch_frames=256, " in out  # 32 windows of 8
+    assert "accumulation" not in out  # a Mobile VLA step is cut by frames, not windows
     assert not (tmp_path / "results").exists()
 
 

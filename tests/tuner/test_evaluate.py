@@ -13,9 +13,16 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.exactness import chain_terms, reordered_rtol
 from tests.services import cli, isolated_env
+from tests.trainables.mobile_vla.test_trainable import POLICY_CHAIN
 from tests.tuner.conftest import SMALL_GRID
 from trainables.mobile_vla.demo_data import write_demo_episodes
+
+# A MAE of actions (|a| <= the bound, 1.15) over an episode's <= 18 frames x 10 steps,
+# predicted in other batches than the direct frame-by-frame run: a reordering of the
+# policy's forward chain and of the mean (tests.exactness), on the scale of the bound.
+MAE_ATOL = reordered_rtol(chain_terms(18 * 10, POLICY_CHAIN // 2)) * 2 * 1.15
 
 GRID = SMALL_GRID.replace("weight_decay: [0.0, 0.1]", "weight_decay: [0.0]").replace(
     "max_epochs: 2", "max_epochs: 1"
@@ -115,7 +122,7 @@ def test_evaluate_the_sweep_writes_plots_summary_and_mlflow_artifacts(sweep, dem
     for episode in episodes:
         direct = direct_scores(policy, demo_dir / episode["episode"])
         for name, value in direct["mae"].items():
-            assert episode["mae"][name] == pytest.approx(value, abs=1e-5)
+            assert episode["mae"][name] == pytest.approx(value, abs=MAE_ATOL)
         assert episode["direction_acc"] == pytest.approx(direct["direction_acc"])
 
     client = MlflowClient(uri)
@@ -153,7 +160,7 @@ def test_evaluate_a_folder_of_720p_episodes_without_instructions(sweep, tmp_path
     policy = Policy.from_checkpoint(best["checkpoint"], best["config"])
     direct = direct_scores(policy, paths[0], text)  # 720x1280 BGR in, resized inside
     for name, value in direct["mae"].items():
-        assert summary["episodes"][0]["mae"][name] == pytest.approx(value, abs=1e-5)
+        assert summary["episodes"][0]["mae"][name] == pytest.approx(value, abs=MAE_ATOL)
 
 
 def test_merged_export_predicts_like_the_adapter(sweep, demo_dir, tmp_path):

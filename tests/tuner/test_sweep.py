@@ -36,7 +36,7 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert "completed" in stops and any(s.startswith("asha at epoch") for s in stops)
     for child in children:
         params = child.data.params
-        assert params["batch_size"] == "32" and params["micro_batch_size"] == "32"
+        assert params["batch_size"] == "32" and "micro_batch_size" not in params  # by frames
         assert params["precision"] == "fp32" and int(params["trainable_params"]) > 0
         assert params["feature_cache"] == "shared"  # the sweep's frozen image features
         assert params["micro_batch_frames"] == str(32 * 8)

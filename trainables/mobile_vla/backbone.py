@@ -23,6 +23,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# Attention through torch's scaled_dot_product_attention (fused kernels on CUDA), named
+# rather than left to the transformers version's default; it equals "eager" (tested).
+ATTENTION = "sdpa"
 TINY_BACKBONE_SEED = 1234
 
 # LoRA targets as regexes over Kosmos2Model module names (peft full-matches a string
@@ -71,7 +74,10 @@ def tiny_kosmos2_config(cfg: ModelConfig, vocab_size: int) -> Kosmos2Config:
         patch_size=cfg.tiny_patch_size,
     )
     return Kosmos2Config(
-        text_config=text, vision_config=vision, latent_query_num=cfg.tiny_latent_query_num
+        text_config=text,
+        vision_config=vision,
+        latent_query_num=cfg.tiny_latent_query_num,
+        attn_implementation=ATTENTION,
     )
 
 
@@ -98,7 +104,7 @@ def load_backbone(
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.source, local_files_only=local)
         backbone = Kosmos2Model.from_pretrained(
-            cfg.source, local_files_only=local, dtype=torch.float32
+            cfg.source, local_files_only=local, dtype=torch.float32, attn_implementation=ATTENTION
         )
     except OSError as exc:
         raise ValueError(f"model: cannot load {cfg.model!r}: {exc}") from exc

@@ -3,7 +3,9 @@
 - `backbone/` for the tiny model: its random weights and word-level tokenizer come from
   the training instructions, so an export must carry them to load anywhere.
 - `merged/` with `--merge`: the backbone with the LoRA adapter merged in, in fp16 (what
-  a 16 GB Jetson loads without peft), its tokenizer, and the head in fp32.
+  a 16 GB Jetson loads without peft), its tokenizer, and the head in fp32. A trial that
+  trained without LoRA (a full or partial fine-tune) has nothing to merge: its trained
+  backbone is written the same way, so a deployment loads one form either way.
 """
 
 from __future__ import annotations
@@ -78,13 +80,16 @@ def write_merged(out: Path) -> str:
         if not name.startswith("backbone.")
     }
     save_file(head, merged / HEAD_FILE)
-    adapter = folder_bytes(out / ADAPTER_DIR) if (out / ADAPTER_DIR).is_dir() else 0
     weights = sum(folder_bytes(p) for p in merged.glob("*.safetensors") if p.name != HEAD_FILE)
-    head_bytes = folder_bytes(merged / HEAD_FILE)
-    return (
-        f"{MERGED_DIR}/: adapter {adapter / MB:.1f} MB, merged fp16 backbone "
-        f"{weights / 2**30:.2f} GB ({weights / MB:.1f} MB), head {head_bytes / MB:.1f} MB"
-    )
+    head_mb = folder_bytes(merged / HEAD_FILE) / MB
+    sizes = f"{weights / 2**30:.2f} GB ({weights / MB:.1f} MB), head {head_mb:.1f} MB"
+    if not model.cfg.lora_enable:  # the same files a Jetson loads, whatever trained
+        return (
+            f"{MERGED_DIR}/: nothing to merge (lora_enable is false: the trained weights are "
+            f"the backbone's own); the trained backbone in fp16 {sizes}"
+        )
+    adapter = folder_bytes(out / ADAPTER_DIR)
+    return f"{MERGED_DIR}/: adapter {adapter / MB:.1f} MB, merged fp16 backbone {sizes}"
 
 
 def prepare_writer(flat: dict[str, Any]) -> ExportWriter:

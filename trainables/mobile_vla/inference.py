@@ -1,10 +1,11 @@
 """Run a trained policy on camera frames: `Policy.from_export(dir).predict(frames, text)`.
 
 An export folder (written by `python -m tuner.export`) holds the trial config, the LoRA
-adapter (PEFT format) and the head, plus `backbone/` for the tiny model (its random
-weights and tokenizer exist nowhere else) and, with `--merge`, `merged/`: the backbone
-with the adapter merged in, in fp16, with its own head file. `from_export` loads either
-form through the same code the trainable saves with (PeftModel, `load_trainable`).
+adapter (PEFT format) and the head (without LoRA, the head file also holds the backbone
+weights that trained), plus `backbone/` for the tiny model (its random weights and
+tokenizer exist nowhere else) and, with `--merge`, `merged/`: the trained backbone (the
+adapter merged in) in fp16, with its own head file. `from_export` loads either form
+through the same code the trainable saves with (PeftModel, `load_trainable`).
 """
 
 from __future__ import annotations

@@ -175,16 +175,8 @@ class MobileVLAPolicy(nn.Module):
         embeds, mask, image_positions, action_positions = self.build_sequences(
             input_ids, attention_mask
         )
-        hidden = self.kosmos.text_model(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            image_embeds=image_embeds,
-            image_embeds_position_mask=image_positions,
-            use_cache=False,
-            return_dict=True,
-        ).last_hidden_state
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden[rows, action_positions]
+        hidden = text_hidden(self.kosmos.text_model, embeds, mask, image_embeds, image_positions)
+        return action_features(hidden, action_positions)
 
     def forward_frames(
         self,
@@ -239,6 +231,31 @@ class MobileVLAPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`action_loss` with this policy's configured kind and delta."""
         return action_loss(pred, target, mask, self.cfg.loss, self.cfg.huber_delta)
+
+
+def text_hidden(
+    text_model: nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    image_embeds: torch.Tensor,
+    image_positions: torch.Tensor,
+) -> torch.Tensor:
+    """The text model's last hidden states (F, S, hidden) for sequences `build_sequences`
+    made; rows are independent (a pack of trials runs several policies' rows at once)."""
+    return text_model(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        image_embeds=image_embeds,
+        image_embeds_position_mask=image_positions,
+        use_cache=False,
+        return_dict=True,
+    ).last_hidden_state
+
+
+def action_features(hidden: torch.Tensor, action_positions: torch.Tensor) -> torch.Tensor:
+    """Each row's hidden state at its action token: (F, S, hidden) -> (F, hidden)."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, action_positions]
 
 
 def build_policy(

@@ -11,33 +11,20 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from trainables.mobile_vla.robovlms_import import PRECISIONS_OUT, from_robovlms
+from trainables.mobile_vla.robovlms_import import DIRECT, PRECISIONS_OUT, from_robovlms
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.training import plan_batches
 
-# vla-tune key -> where RoboVLMs reads it: (section, key); "" is the top level.
+# vla-tune key -> where RoboVLMs reads it: (section, key); "" is the top level. What the
+# import maps one to one goes back where it came from (one table, robovlms_import.DIRECT);
+# the rest is written to every place RoboVLMs reads it.
 PLACES = {
-    "learning_rate": [("", "learning_rate")],
-    "min_lr_scale": [("", "min_lr_scale")],
-    "weight_decay": [("", "weight_decay")],
-    "warmup_ratio": [("", "warmup_epochs")],
-    "seed": [("", "seed")],
+    **{key: [place] for place, key in DIRECT.items()},
     "lr_schedule": [("", "scheduler")],
     "window_size": [("", "window_size"), ("act_head", "window_size")],
     "fwd_pred_next_n": [("", "fwd_pred_next_n"), ("act_head", "fwd_pred_next_n")],
     "precision": [("trainer", "precision"), ("train_setup", "precision")],
     "grad_clip": [("trainer", "gradient_clip_val")],
-    "max_epochs": [("trainer", "max_epochs")],
-    "train_vision": [("train_setup", "train_vision")],
-    "freeze_backbone": [("train_setup", "freeze_backbone")],
-    "train_text_embedding": [("train_setup", "train_text_embedding")],
-    "lora_enable": [("train_setup", "lora_enable")],
-    "lora_r": [("train_setup", "lora_r")],
-    "lora_alpha": [("train_setup", "lora_alpha")],
-    "lora_dropout": [("train_setup", "lora_dropout")],
-    "gradient_checkpointing": [("train_setup", "gradient_checkpointing")],
-    "head_hidden": [("act_head", "hidden_size")],
-    "head_layers": [("act_head", "num_layers")],
     "action_bound": [("", "norm_max"), ("", "norm_min")],
 }
 

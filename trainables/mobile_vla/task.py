@@ -15,6 +15,8 @@ from trainables.mobile_vla.trial_config import SECTIONS, parse_config
 from trainables.task import demo_message, lazy, make_task
 from trainables.training import plan_batches
 
+WINDOW_SPLIT = ("micro_batch_size", "accumulation")  # the shared plan's, not used here
+
 
 def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
     """Frozen image features of every frame, once for the whole sweep."""
@@ -24,11 +26,13 @@ def precompute(flat: dict[str, Any], data: MobileVLAData, device: str):
 
 
 def plan(flat: dict[str, Any], data: MobileVLAData) -> dict[str, Any]:
-    """The shared batch plan plus the cap on backbone frames per micro-batch."""
+    """The shared schedule and the cap on backbone frames per micro-batch: a step's
+    windows are cut by frames, so no window micro-batch or accumulation count applies."""
     cfg = parse_config(flat)
     batches = plan_batches(cfg.train, len(data.train))
     frames = frames_per_micro_batch(cfg.batching, batches, cfg.data.window_size)
-    return {**dataclasses.asdict(batches), "micro_batch_frames": frames}
+    schedule = {k: v for k, v in dataclasses.asdict(batches).items() if k not in WINDOW_SPLIT}
+    return {"micro_batch_frames": frames, **schedule}
 
 
 def summary(data: MobileVLAData) -> str:

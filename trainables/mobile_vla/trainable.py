@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from trainables.gradient_checkpointing import checkpointed_layers
 from trainables.micro_batch import (
@@ -51,13 +52,12 @@ from trainables.mobile_vla.modeling_mobile_vla import (
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows, direction_signs
 from trainables.training import (
-    BatchPlan,
     Trainer,
     largest_divisor,
     plan_batches,
     with_micro_batch,
 )
-from trainables.trial_loop import Trial, trial_function
+from trainables.trial_loop import Trial, derived_values, trial_function
 
 
 def features_off(cfg: TrialConfig) -> str | None:
@@ -138,22 +138,16 @@ def add_episode_losses(
 
 
 def describe(
-    plan: BatchPlan, trainer: Trainer, policy: MobileVLAPolicy, frames_cap: int, feature_cache: str
+    trainer: Trainer, policy: MobileVLAPolicy, frames_cap: int, feature_cache: str
 ) -> dict:
-    """Derived values worth logging beside the hyperparameters."""
-    counts = parameter_counts(policy)
+    """Derived values worth logging beside the hyperparameters. A step's windows are split
+    into micro-batches by backbone frames (`micro_batch_frames`), so their number varies
+    from step to step: no window micro-batch or accumulation count is what ran."""
+    counts, layers = parameter_counts(policy), checkpointed_layers(policy)
     return {
-        "micro_batch_size": plan.micro_batch_size,
-        "accumulation": plan.accumulation,
         "micro_batch_frames": frames_cap,
         "feature_cache": feature_cache,
-        "steps_per_epoch": plan.steps_per_epoch,
-        "warmup_steps": plan.warmup_steps,
-        "precision": trainer.precision,
-        "device": str(trainer.device),
-        "trainable_params": counts["trainable"],
-        "total_params": counts["total"],
-        "checkpointed_layers": checkpointed_layers(policy),
+        **derived_values(trainer, counts, layers),
     }
 
 
@@ -168,9 +162,9 @@ class MobileVLATrial(Trial):
     def __init__(self, cfg: TrialConfig, data: MobileVLAData):
         """Set-up in order: model, plan, precision, optimizer, image features, batches."""
         self.cfg, self.data = cfg, data
-        self.policy, tokenizer = build_policy(cfg.model, data.instructions)
+        self.policy, tokenizer = self.make_policy()
         off = features_off(cfg)
-        weights = None if off else weights_key(self.policy)  # fp32 weights, before any cast
+        weights = None if off else self.image_weights_key()  # fp32 weights, before any cast
         plan = plan_batches(cfg.train, len(data.train))
         self.frames_cap = frames_per_micro_batch(cfg.batching, plan, cfg.data.window_size)
         self.trainer = trainer = Trainer(self.policy, cfg.train, plan)
@@ -191,7 +185,15 @@ class MobileVLATrial(Trial):
         self.val_batches = split_by_frames(
             np.arange(len(data.val)), data.val.frames, self.frames_cap, dedup
         )
-        self.derived = describe(trainer.plan, trainer, self.policy, self.frames_cap, feature_cache)
+        self.derived = describe(trainer, self.policy, self.frames_cap, feature_cache)
+
+    def make_policy(self) -> tuple[MobileVLAPolicy, PreTrainedTokenizerBase]:
+        """The policy and tokenizer (a pack of trials builds it on its shared base)."""
+        return build_policy(self.cfg.model, self.data.instructions)
+
+    def image_weights_key(self) -> str:
+        """`weights_key` of the policy's image side (a pack hashes its base once)."""
+        return weights_key(self.policy)
 
     def measure_micro_batch(self) -> None:
         """The largest frames cap whose heaviest micro-batch fits, halving from the frames
@@ -212,7 +214,8 @@ class MobileVLATrial(Trial):
         largest = rows(heaviest)
         what = f"one window ({window} frames)"
         self.frames_cap = largest_fitting(try_size, largest, window, what, trainer.device)
-        # In windows, as a per-window micro-batch of these frames would hold them.
+        # In windows, as a per-window micro-batch of these frames would hold them (what a
+        # calibration records; the steps themselves are cut by frames).
         windows = batch_size if self.frames_cap >= largest else self.frames_cap // window
         micro = largest_divisor(batch_size, windows)
         trainer.plan = with_micro_batch(trainer.plan, micro, batch_size)

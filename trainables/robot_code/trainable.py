@@ -56,7 +56,6 @@ from trainables.robot_code.prompt import (
 )
 from trainables.robot_code.trial_config import TrialConfig, parse_config
 from trainables.training import (
-    BatchPlan,
     TrainConfig,
     Trainer,
     TrainingError,
@@ -69,7 +68,7 @@ from trainables.training import (
     step_batches,
     with_micro_batch,
 )
-from trainables.trial_loop import Trial, apply_run_options, trial_function
+from trainables.trial_loop import Trial, apply_run_options, derived_values, trial_function
 
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -163,20 +162,14 @@ def evaluate(
     return {"val_loss": val_loss, **metrics, "eval_seconds": time.perf_counter() - started}
 
 
-def describe(plan: BatchPlan, trainer: Trainer, model: PeftModel, prepared: Prepared) -> dict:
+def describe(trainer: Trainer, model: PeftModel, prepared: Prepared) -> dict:
     """Derived values worth logging beside the hyperparameters."""
-    counts = parameter_counts(model)
+    counts, plan = parameter_counts(model), trainer.plan
     return {
         "micro_batch_size": plan.micro_batch_size,
         "accumulation": plan.accumulation,
-        "steps_per_epoch": plan.steps_per_epoch,
-        "warmup_steps": plan.warmup_steps,
-        "precision": trainer.precision,
-        "device": str(trainer.device),
-        "trainable_params": counts["trainable"],
+        **derived_values(trainer, counts, checkpointed_layers(model)),
         "lora_params": counts["lora"],
-        "total_params": counts["total"],
-        "checkpointed_layers": checkpointed_layers(model),
         "train_records": len(prepared.train),
         "val_records": len(prepared.val),
         "eval_samples": len(prepared.subset_ids),
@@ -228,7 +221,7 @@ class RobotCodeTrial(Trial):
         self.lm_loss = causal_lm_loss(self.model)
         if not cfg.train.micro_batch_size and probe_wanted(self.trainer.device):
             self.measure_micro_batch()
-        self.derived = describe(self.trainer.plan, self.trainer, self.model, prepared)
+        self.derived = describe(self.trainer, self.model, prepared)
 
     def measure_micro_batch(self) -> None:
         """The largest micro-batch (a divisor of batch_size) of the longest sequences that

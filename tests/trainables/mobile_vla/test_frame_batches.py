@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.exactness import assert_reordered_close, assert_same_loss
+from tests.trainables.mobile_vla.test_trainable import step_terms
 from trainables.mobile_vla.batching_config import BatchingConfig, frames_per_micro_batch
 from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.frame_batches import (
@@ -35,6 +37,15 @@ def loss_and_grads(policy, batch):
     return total.detach(), grads
 
 
+def assert_same_loss_and_gradients(got, want, windows: int) -> None:
+    """(loss, gradients) of `windows` windows, computed once with frames shared and once
+    without (or from cached features): the same sums in another order (tests.exactness)."""
+    terms = step_terms(windows)
+    assert_same_loss(got[0].item(), want[0].item(), terms)
+    for name, grad in want[1].items():
+        assert_reordered_close(got[1][name], grad, terms, name)
+
+
 # Windows from three episodes, one of them cut short: what an episode-grouped step holds.
 def some_windows(data) -> np.ndarray:
     episodes = np.unique(data.train.episode)[:3]
@@ -58,10 +69,8 @@ def test_deduplicated_forward_equals_per_window_loss_and_gradients(demo_data):
 
     loss_ref, grads_ref = loss_and_grads(policy, per_window)
     loss, grads = loss_and_grads(policy, shared)
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
     assert grads.keys() == grads_ref.keys() and any("lora_B" in n for n in grads)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert_same_loss_and_gradients((loss, grads), (loss_ref, grads_ref), len(indices))
 
     # And the per-window path is the policy's own per-window forward.
     ids, mask = encode_instructions(tokenizer, demo_data.instructions)
@@ -85,9 +94,7 @@ def test_precomputed_image_features_give_the_same_loss_and_gradients(demo_data):
     assert "pixels" not in from_cache and from_cache["image_embeds"].shape[1:] == (8, 64)
     loss_ref, grads_ref = loss_and_grads(policy, from_pixels)
     loss, grads = loss_and_grads(policy, from_cache)
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert_same_loss_and_gradients((loss, grads), (loss_ref, grads_ref), len(indices))
 
 
 def flat(steps) -> np.ndarray:

@@ -13,6 +13,13 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from tests.exactness import (
+    assert_same_adamw_weights,
+    assert_same_first_step,
+    assert_same_loss,
+    chain_terms,
+    checkpoint_optimizer,
+)
 from trainables.config import ConfigError
 from trainables.mobile_vla.backbone import load_backbone
 from trainables.mobile_vla.checkpoint import load_trainable
@@ -26,6 +33,36 @@ from trainables.training import Trainer, TrainingError, plan_batches
 from trainables.training_state import STATE_FILE
 
 FAST = {"batch_size": 16, "learning_rate": 1e-3, "torch_threads": 2, "lr_schedule": "cosine"}
+# The reductions along the tiny policy's forward and backward (tests.exactness.chain_terms),
+# their lengths added: a 14 x 14 x 3 patch (588); four transformer layers of norms, q/k/v,
+# attention over ~20 tokens, out, fc1 and fc2 (64 or 256 each, ~700 a layer); the latent
+# resampler, the LSTM over 8 frames and the head (~1,500); twice, for the backward.
+POLICY_CHAIN = 2 * (588 + 4 * 700 + 1_500)
+
+
+def step_terms(windows: int) -> int:
+    """What a value of a step over `windows` windows accumulates: its frames' ~20 tokens
+    each (8 frames a window), through the policy's chain."""
+    return chain_terms(windows * 8 * 20, POLICY_CHAIN)
+
+
+def assert_same_steps(got: Recorder, want: Recorder, windows: int, steps: list[int]) -> None:
+    """Two runs of one step per epoch (`steps`: the optimizer steps done at each epoch's
+    checkpoint) that accumulated each step's gradient differently took the same steps:
+    the first step's moments up to reordering, the weights within AdamW's bound, each
+    epoch's loss up to reordering (see tests.exactness)."""
+    terms = step_terms(windows)
+    first = (checkpoint_optimizer(got.checkpoint(1)), checkpoint_optimizer(want.checkpoint(1)))
+    assert_same_first_step(*first, terms)
+    for epoch, done in enumerate(steps, start=1):
+        ours, theirs = (
+            trained_weights(got.checkpoint(epoch)),
+            trained_weights(want.checkpoint(epoch)),
+        )
+        assert_same_adamw_weights(ours, theirs, FAST["learning_rate"], done)
+        assert_same_loss(
+            got.metrics[epoch - 1]["train_loss"], want.metrics[epoch - 1]["train_loss"], terms
+        )
 
 
 class Recorder:
@@ -102,7 +139,9 @@ def test_validation_loss_and_mae_fall_within_a_few_epochs(demo_dir, demo_data, t
     assert 0 <= last["direction_acc"] <= 1 and last["peak_mem_mb"] > 0
     # Frame sharing: 16 windows of whole episodes run far fewer than their 8 x 16 frames.
     assert 1 < first["frame_passes_per_window"] < 4 and first["micro_batches_per_step"] == 1
-    assert derived["micro_batch_size"] * derived["accumulation"] == 16
+    # Micro-batches are cut by frames: no window micro-batch or accumulation is logged.
+    assert derived["micro_batch_frames"] == 16 * demo_data.train.frames.shape[1]
+    assert "micro_batch_size" not in derived and "accumulation" not in derived
     assert derived["steps_per_epoch"] == len(demo_data.train) // 16
     assert derived["precision"] == "fp32"
 
@@ -135,11 +174,7 @@ def test_micro_batches_do_not_change_the_step(demo_dir, demo_data, tmp_path, mic
     train(config(demo_dir, batch_size=8, micro_batch_size=8, max_epochs=1), whole, data=data)
     split = Recorder(tmp_path / "split")
     train(config(demo_dir, batch_size=8, micro_batch_size=micro, max_epochs=1), split, data=data)
-    reference, other = trained_weights(whole.checkpoint(1)), trained_weights(split.checkpoint(1))
-    assert reference.keys() == other.keys()
-    for name in reference:
-        torch.testing.assert_close(other[name], reference[name], rtol=1e-5, atol=1e-6)
-    assert split.metrics[0]["train_loss"] == pytest.approx(whole.metrics[0]["train_loss"], rel=1e-5)
+    assert_same_steps(split, whole, windows=8, steps=[1])
 
 
 def test_resumed_run_matches_uninterrupted_run_exactly(demo_dir, demo_data, tmp_path):

@@ -8,46 +8,39 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.trainables.robot_code.test_trainable import FAST, Recorder, small_data
+from tests.trainables.robot_code.test_trainable import (
+    ADAPTER,
+    FAST,
+    SEQUENCE,
+    Recorder,
+    assert_same_training,
+    small_data,
+)
 from trainables.micro_batch import OOM_TEST_ENV
 from trainables.robot_code.trainable import train
 from trainables.training import TrainingError
 
-ADAPTER = "adapter/adapter_model.safetensors"
-
-
-def assert_same_training(run, reference):
-    ours, theirs = (
-        load_file(run.checkpoint(1) / ADAPTER),
-        load_file(reference.checkpoint(1) / ADAPTER),
-    )
-    assert ours.keys() == theirs.keys()
-    for name in theirs:
-        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6)
-    assert run.metrics[0]["train_loss"] == pytest.approx(
-        reference.metrics[0]["train_loss"], rel=1e-5
-    )
-
 
 def test_a_micro_batch_redone_as_halves_gives_the_same_step(tmp_path, monkeypatch):
-    data = small_data(16, 2)
-    config = {**FAST, "batch_size": 8, "micro_batch_size": 8, "max_epochs": 1}  # no probe
+    data = small_data(8, 2)  # one step an epoch, two epochs
+    config = {**FAST, "batch_size": 8, "micro_batch_size": 8, "max_epochs": 2}  # no probe
     whole = Recorder(tmp_path / "whole")
     train(config, whole, data=data)
     monkeypatch.setenv(OOM_TEST_ENV, "3")  # 8 -> 4 + 4 -> 2 + 2 + 2 + 2
     split = Recorder(tmp_path / "split")
     derived = train(config, split, data=data)
     # The first step runs out of memory three times; the second starts from 2 + 2 + 2 + 2.
-    assert split.metrics[0]["oom_splits"] == 3 and whole.metrics[0]["oom_splits"] == 0
+    assert [m["oom_splits"] for m in split.metrics] == [3, 3]
+    assert whole.metrics[1]["oom_splits"] == 0
     assert (derived["micro_batch_size"], derived["accumulation"]) == (8, 1)
-    assert_same_training(split, whole)
+    assert_same_training(split, whole, rows=8 * SEQUENCE)
 
 
 def test_probe_picks_the_largest_micro_batch_that_fits_without_changing_the_result(
     tmp_path, monkeypatch, capsys
 ):
-    data = small_data(24, 2)
-    config = {**FAST, "batch_size": 12, "max_epochs": 1}
+    data = small_data(12, 2)  # one step an epoch, two epochs
+    config = {**FAST, "batch_size": 12, "max_epochs": 2}
     plain = Recorder(tmp_path / "plain")
     before = train(config, plain, data=data)
     assert "micro_batch_size:" not in capsys.readouterr().out  # CPU: nothing changes
@@ -62,7 +55,7 @@ def test_probe_picks_the_largest_micro_batch_that_fits_without_changing_the_resu
     assert (derived["micro_batch_size"], derived["accumulation"]) == (3, 4)
     assert probed.metrics[0]["micro_batches_per_step"] == 4
     assert probed.metrics[0]["oom_splits"] == 0
-    assert_same_training(probed, plain)
+    assert_same_training(probed, plain, rows=12 * SEQUENCE)
 
     monkeypatch.setenv(OOM_TEST_ENV, "0")
     with pytest.raises(TrainingError, match=r"^one sequence \(\d+ tokens\) does not fit in"):

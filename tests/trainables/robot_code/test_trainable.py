@@ -13,6 +13,13 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from tests.exactness import (
+    assert_same_adamw_weights,
+    assert_same_first_step,
+    assert_same_loss,
+    chain_terms,
+    checkpoint_optimizer,
+)
 from trainables.config import ConfigError
 from trainables.robot_code.__main__ import main
 from trainables.robot_code.dataset import Records, RobotCodeData, split_records
@@ -45,6 +52,30 @@ FAST = {
     "eval_samples": 4,
     "max_new_tokens": 12,
 }
+
+
+ADAPTER = "adapter/adapter_model.safetensors"
+# The reductions along FAST's tiny Llama, forward and backward (tests.exactness.chain_terms),
+# their lengths added: two layers of norms, q/k/v, attention over <= 256 tokens (the
+# prompt's max_length), out, and the SwiGLU's 32 and 64 (~700 a layer), the head and the
+# softmax over 320 tokens; twice.
+MODEL_CHAIN = 2 * (2 * 700 + 32 + 320)
+SEQUENCE = 256  # tokens a sequence has at most: a step's rows are sequences x this
+
+
+def assert_same_training(run, reference, rows: int, epochs: int = 2) -> None:
+    """Two runs of one step an epoch, their steps' gradients accumulated differently
+    (`rows`: the tokens a step sums over): the first step's moments up to reordering, the
+    weights within AdamW's bound, each epoch's loss up to reordering (tests.exactness)."""
+    terms = chain_terms(rows, MODEL_CHAIN)
+    first = [checkpoint_optimizer(r.checkpoint(1)) for r in (run, reference)]
+    assert_same_first_step(*first, terms)
+    lr = parse_config(FAST).train.learning_rate
+    for epoch in range(1, epochs + 1):
+        ours, theirs = (load_file(r.checkpoint(epoch) / ADAPTER) for r in (run, reference))
+        assert_same_adamw_weights(ours, theirs, lr, steps=epoch)
+        losses = (r.metrics[epoch - 1]["train_loss"] for r in (run, reference))
+        assert_same_loss(*losses, terms)
 
 
 class Recorder:
@@ -176,14 +207,7 @@ def test_micro_batches_do_not_change_the_step(tmp_path):
     whole, split = Recorder(tmp_path / "whole"), Recorder(tmp_path / "split")
     train({**base, "micro_batch_size": 8}, whole, data=data)
     train({**base, "micro_batch_size": 2}, split, data=data)
-    adapter = "adapter/adapter_model.safetensors"
-    reference, other = (
-        load_file(whole.checkpoint(1) / adapter),
-        load_file(split.checkpoint(1) / adapter),
-    )
-    for name in reference:
-        torch.testing.assert_close(other[name], reference[name], rtol=1e-5, atol=1e-6)
-    assert split.metrics[0]["train_loss"] == pytest.approx(whole.metrics[0]["train_loss"], rel=1e-5)
+    assert_same_training(split, whole, rows=8 * SEQUENCE, epochs=1)
 
 
 def test_bf16_autocast_runs_on_cpu_with_fp32_trainable_weights(tmp_path):

@@ -1,0 +1,1 @@
+"""Packed trials: several LoRA trials of one sweep trained on one frozen base."""
