@@ -340,8 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         if sizes.shares:
             shares, seconds = sizes.shares, sizes.share_seconds
             results.run("sharing", lambda: share_card(flat, shares, seconds, root))
-    if args.sweep_json:
-        results.run("sweep", lambda: json.loads(Path(args.sweep_json).read_text()))
+    if args.sweep_json:  # whatever --only says: it is read, not run
+        sweep = Path(args.sweep_json)
+        results.data["sweep"] = json.loads(sweep.read_text()) if sweep.exists() else {
+            "error": f"{sweep}: not found (the sweep wrote nothing)"}  # fmt: skip
     results.data["seconds"] = time.perf_counter() - began
     results.save()
     from gpu_report import print_report

@@ -187,8 +187,9 @@ def summarize(passes: list[dict]) -> dict:
 def print_table(result: dict) -> None:
     for p in result["passes"]:
         ratio = p.get("actual_over_forecast")
-        print(f"\n## {p['resources']}: exit {p['exit']}, wall {p['seconds']:.0f} s, forecast "
-              f"{p.get('forecast_s') or 0:.0f} s, actual/forecast "
+        print(f"\n## {p['resources']}: exit {p['exit']} after {p['seconds']:.0f} s; the "
+              f"sweep's own wall_s {p.get('wall_s') or 0:.0f} s (first trial's launch to last "
+              f"trial's end) / forecast_s {p.get('forecast_s') or 0:.0f} s = "
               f"{f'{ratio:.2f}' if ratio else '-'}")  # fmt: skip
         print(
             "| trial | batch | device | gpu_share | micro-batch frames | samples/s | peak MB "

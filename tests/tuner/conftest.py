@@ -26,6 +26,10 @@ scheduler:
   reduction_factor: 2
 """
 
+# The grid's two learning rates only: two trials, for what needs no more.
+TWO_RATES = SMALL_GRID.replace("  weight_decay: [0.0, 0.1]\n", "")
+assert TWO_RATES != SMALL_GRID
+
 
 def run_main(capsys, argv):
     """`tuner.run.main(argv)` in this process: (exit code, its one error line)."""

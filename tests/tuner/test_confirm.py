@@ -11,7 +11,7 @@ import signal
 import sys
 
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
-from tests.tuner.conftest import SMALL_GRID
+from tests.tuner.conftest import SMALL_GRID, TWO_RATES
 from trainables.tune_function import HOLD_FILE_ENV
 from tuner.confirm import CONFIRM_DIR
 
@@ -54,8 +54,9 @@ def test_an_interrupted_confirmation_resumes_to_a_verdict_running_nothing_twice(
     """The driver is interrupted (SIGINT: Tune then returns from fit()) while a
     confirmation run holds after its first epoch; --resume finishes the confirmation, and
     its verdict, table and best are those of a sweep that was never interrupted. (A
-    driver killed outright is resumed in tests/tuner/test_sweep.py.)"""
-    space = write_space(SMALL_GRID)
+    driver killed outright is resumed in tests/tuner/test_sweep.py.) A search of two
+    trials: the top 2 are all of them."""
+    space = write_space(TWO_RATES)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "tuner.run", *sweep_args(space, "--name", "cut", *CONFIRM)]
     hold = tmp_path / "hold"
@@ -90,7 +91,7 @@ def test_an_interrupted_confirmation_resumes_to_a_verdict_running_nothing_twice(
     assert "confirmed (val_loss" in resumed.stdout and "\nverdict: " in resumed.stdout
     client, parents, children = sweep_runs(uri)
     search, confirm = by_phase(children)
-    assert len(parents) == 1 and len(search) == 4 and len(confirm) == 2  # K x (N - 1), none twice
+    assert len(parents) == 1 and len(search) == 2 and len(confirm) == 2  # K x (N - 1), none twice
     assert {c.info.status for c in children} == {"FINISHED"}
     for child in confirm:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]

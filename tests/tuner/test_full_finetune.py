@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
@@ -16,6 +17,8 @@ from safetensors.torch import load_file
 from tests.services import cli, sweep_runs
 from trainables.mobile_vla.checkpoint import ADAPTER_DIR, HEAD_FILE
 from trainables.mobile_vla.inference import BACKBONE_DIR, MERGED_DIR, Policy
+from trainables.mobile_vla.robovlms_import import from_robovlms, load_robovlms
+from tuner.checks import BadInput, check_precision
 from tuner.disk import human_bytes
 from tuner.evaluate import main as evaluate_main
 from tuner.export import main as export_main
@@ -136,3 +139,18 @@ def test_a_full_size_full_fine_tune_checkpoint_is_many_gigabytes(tmp_path):
     full = BYTES_PER_TRAINABLE * trainable_parameters(fork, [])
     lora = BYTES_PER_TRAINABLE * trainable_parameters(base, [])
     assert full > BYTES_PER_TRAINABLE * 1.6e9 and lora < full / 10
+
+
+def test_the_fork_in_fp16_without_a_gpu_is_refused_before_any_trial():
+    """Its 16-mixed would make every trial fail at start, one after another: tuner.run
+    refuses once Ray says the trials get no GPU, before anything is written."""
+    fork = from_robovlms(load_robovlms(FORK))
+    assert fork.flat["precision"] == "fp16"
+    with pytest.raises(BadInput) as refused:
+        check_precision(fork.flat, gpus=0)
+    assert str(refused.value) == (
+        "precision fp16 (RoboVLMs' 16-mixed) needs a CUDA device, and these trials get "
+        "no GPU: use --set precision=auto (fp32 on a CPU, bf16 or fp16 on a GPU)"
+    )
+    check_precision(fork.flat, gpus=0.5)  # a GPU share: fp16 runs
+    check_precision({**fork.flat, "precision": "auto"}, gpus=0)

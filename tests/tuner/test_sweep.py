@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
-from tests.tuner.conftest import SMALL_GRID
+from tests.tuner.conftest import SMALL_GRID, TWO_RATES
 from trainables.tune_function import HOLD_FILE_ENV
 
 
@@ -90,9 +90,7 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").exists()
 
 
-TWO_TRIALS_IN_TURN = SMALL_GRID.replace("  weight_decay: [0.0, 0.1]\n", "").replace(
-    "max_epochs: 2", "max_epochs: 3"
-)
+TWO_TRIALS_IN_TURN = TWO_RATES.replace("max_epochs: 2", "max_epochs: 3")
 
 
 def snapshot_checkpoints(experiment: Path) -> list[str | None]:
