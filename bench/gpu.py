@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -221,42 +220,6 @@ def predict_latency(checkpoint: str, device: torch.device, window: int, size: tu
     return {"median_ms": 1000 * float(np.median(seconds)), "frames": window}
 
 
-def share_card(flat: dict, counts: tuple[int, ...], seconds: float, root: Path) -> dict:
-    """N trial processes at once, each capped at 1/N of the card; summed samples/s."""
-    results = {}
-    for n in counts:
-        folder = root / f"share{n}"
-        folder.mkdir()
-        start = folder / "start"
-        procs = []
-        for i in range(n):
-            config = folder / f"config{i}.json"
-            config.write_text(json.dumps({**flat, "gpu_share": 1.0 / n, "seed": i}))
-            ready, out = folder / f"ready{i}", folder / f"out{i}.json"
-            command = [sys.executable, str(HERE / "gpu_share.py"), "--config", str(config),
-                       "--ready", str(ready), "--start", str(start), "--seconds", str(seconds),
-                       "--out", str(out)]  # fmt: skip
-            procs.append(subprocess.Popen(command))
-        deadline = time.time() + 300
-        while not all((folder / f"ready{i}").exists() for i in range(n)):
-            if any(p.poll() not in (None, 0) for p in procs) or time.time() > deadline:
-                for p in procs:
-                    p.kill()
-                raise RuntimeError(f"{n} sharing processes: one failed or none got ready")
-            time.sleep(0.05)
-        start.touch()
-        for p in procs:
-            p.wait(timeout=seconds + 120)
-        outs = [json.loads((folder / f"out{i}.json").read_text()) for i in range(n)]
-        results[n] = {
-            "summed_samples_per_s": sum(o["samples_per_s"] for o in outs),
-            "each": [round(o["samples_per_s"], 2) for o in outs],
-            "peak_mb_each": [round(o["peak_mb"]) for o in outs],
-        }
-        print(f"   {n} processes: {results[n]}", flush=True)
-    return results
-
-
 def policy_parts(
     results: Results, model: str, data, device: torch.device, cache: Path, sizes: Sizes
 ) -> None:
@@ -339,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         release_memory(device)  # the sharing processes need the card
         if sizes.shares:
             shares, seconds = sizes.shares, sizes.share_seconds
+            from gpu_share import share_card
+
             results.run("sharing", lambda: share_card(flat, shares, seconds, root))
     if args.sweep_json:  # whatever --only says: it is read, not run
         sweep = Path(args.sweep_json)

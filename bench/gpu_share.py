@@ -1,4 +1,4 @@
-"""Trials sharing one card: bench/gpu.py starts N of these processes at once.
+"""Trials sharing one card: bench/gpu.py's `share_card` starts N of these processes at once.
 
     python bench/gpu_share.py --config cfg.json --ready R --start S --seconds T --out out.json
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from itertools import count
 from pathlib import Path
@@ -24,6 +26,42 @@ from trainables.mobile_vla.dataset import load_dataset
 from trainables.mobile_vla.trainable import MobileVLATrial
 from trainables.mobile_vla.trial_config import parse_config
 from trainables.trial_loop import apply_run_options
+
+
+def share_card(flat: dict, counts: tuple[int, ...], seconds: float, root: Path) -> dict:
+    """N trial processes at once, each capped at 1/N of the card; summed samples/s."""
+    results = {}
+    for n in counts:
+        folder = root / f"share{n}"
+        folder.mkdir()
+        start = folder / "start"
+        procs = []
+        for i in range(n):
+            config = folder / f"config{i}.json"
+            config.write_text(json.dumps({**flat, "gpu_share": 1.0 / n, "seed": i}))
+            ready, out = folder / f"ready{i}", folder / f"out{i}.json"
+            command = [sys.executable, str(Path(__file__).resolve()), "--config", str(config),
+                       "--ready", str(ready), "--start", str(start), "--seconds", str(seconds),
+                       "--out", str(out)]  # fmt: skip
+            procs.append(subprocess.Popen(command))
+        deadline = time.time() + 300
+        while not all((folder / f"ready{i}").exists() for i in range(n)):
+            if any(p.poll() not in (None, 0) for p in procs) or time.time() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"{n} sharing processes: one failed or none got ready")
+            time.sleep(0.05)
+        start.touch()
+        for p in procs:
+            p.wait(timeout=seconds + 120)
+        outs = [json.loads((folder / f"out{i}.json").read_text()) for i in range(n)]
+        results[n] = {
+            "summed_samples_per_s": sum(o["samples_per_s"] for o in outs),
+            "each": [round(o["samples_per_s"], 2) for o in outs],
+            "peak_mb_each": [round(o["peak_mb"]) for o in outs],
+        }
+        print(f"   {n} processes: {results[n]}", flush=True)
+    return results
 
 
 def parse_args() -> argparse.Namespace:

@@ -26,7 +26,7 @@ from trainables.cache import Records
 from trainables.training import resolve_device
 
 # Bump when what is measured changes: older entries are then measured again.
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 # Keys that change the values a trial computes but not the work it does.
 COST_FREE_KEYS = frozenset(
     {
@@ -49,8 +49,7 @@ class Calibration:
 
     device: str  # e.g. "cuda:0 (NVIDIA H200)" or "cpu (2 threads)"
     precision: str
-    micro_batch_size: int
-    accumulation: int
+    batching: dict[str, int]  # how a step is split, in the task's `batch_keys`
     steps_per_epoch: int
     step_s: float  # one optimizer step, warm (the median of the timed steps)
     import_s: float  # the task's imports in a fresh process (once per worker)
@@ -66,10 +65,8 @@ class Calibration:
         return self.setup_s + epochs * self.epoch_s()
 
     def describe(self) -> str:
-        return (
-            f"{self.step_s:.2g} s per step at micro-batch {self.micro_batch_size} x "
-            f"{self.accumulation} on {self.device}"
-        )
+        split = ", ".join(f"{k}={v}" for k, v in self.batching.items())
+        return f"{self.step_s:.2g} s per step at {split} on {self.device}"
 
 
 def cost_key(flat: dict[str, Any]) -> dict[str, str]:
@@ -140,6 +137,7 @@ def measure(
     a fresh worker's imports are measured apart (`worker_import_s`)."""
     from trainables.memory import TrialMemory
     from trainables.micro_batch import set_memory_share
+    from trainables.task import get_task
     from trainables.trial_loop import apply_run_options
 
     if steps < 2:
@@ -151,16 +149,24 @@ def measure(
     torch.manual_seed(cfg.train.seed)
     try:
         with TrialMemory(device):
-            return timed_trial(trial_class, cfg, flat, data, steps, import_s)
+            keys = get_task(task).batch_keys
+            return timed_trial(trial_class, cfg, flat, data, steps, import_s, keys)
     finally:
         set_memory_share(device, 1.0)
 
 
 def timed_trial(
-    trial_class: Any, cfg: Any, flat: dict[str, Any], data: Any, steps: int, import_s: float
+    trial_class: Any,
+    cfg: Any,
+    flat: dict[str, Any],
+    data: Any,
+    steps: int,
+    import_s: float,
+    batch_keys: tuple[str, ...],
 ) -> Calibration:
     """The measuring itself: set-up, steps (out-of-memory splits as a trial's), validation
-    and checkpoint of one trial."""
+    and checkpoint of one trial. Its batching is what the trial's params say under the
+    task's `batch_keys` (the values it settled on, a micro-batch probe's included)."""
     from trainables.trial_loop import save_checkpoint
 
     started = time.perf_counter()
@@ -190,8 +196,7 @@ def timed_trial(
     return Calibration(
         device=device_label(trainer.device),
         precision=trainer.precision,
-        micro_batch_size=trainer.plan.micro_batch_size,
-        accumulation=trainer.plan.accumulation,
+        batching={k: trial.derived[k] for k in batch_keys},
         steps_per_epoch=trainer.plan.steps_per_epoch,
         step_s=step_s,
         import_s=import_s,

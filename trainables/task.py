@@ -54,6 +54,9 @@ class Task:
     # precompute(flat, data, device) -> (data with what every trial can share computed
     # once, e.g. frozen image features; one line saying what was done, or None)
     precompute: Callable[[dict[str, Any], Any, str], tuple[Any, str | None]] | None = None
+    # the keys of `plan`, and of a trial's logged params, that say how its steps are split
+    # (what its batching really uses): the calibration records these
+    batch_keys: tuple[str, ...] = ("micro_batch_size", "accumulation")
     # export_config(flat, reference=None, devices=None) -> the configuration in the task's
     # reference format (JSON-able); from `reference` (the file a sweep started from) if given
     export_config: Callable[..., dict[str, Any]] | None = None

@@ -32,7 +32,9 @@ def flat(demo_dir, tmp_path):
 def test_measure_runs_the_trials_own_steps(flat, demo_data):
     plan = TASK.plan(flat, demo_data)
     got = measure("mobile_vla", {**flat, "device": "cpu"}, demo_data, steps=2)
-    assert (got.micro_batch_size, got.accumulation) == (16, 2)
+    # its frames cap only, 16 windows of 8 frames: no window micro-batch x accumulation
+    assert got.batching == {"micro_batch_frames": plan["micro_batch_frames"]}
+    assert plan["micro_batch_frames"] == 16 * 8
     assert got.steps_per_epoch == plan["steps_per_epoch"]
     assert got.device == "cpu (1 threads)" and got.precision == "fp32"
     assert min(got.step_s, got.setup_s, got.validate_s, got.checkpoint_s) > 0
@@ -56,7 +58,8 @@ def test_the_cache_keys_on_the_plan_not_on_the_learning_rate(flat, demo_data, tm
     other, cached = calibrate(
         "mobile_vla", {**flat, "batch_size": 64}, demo_data, "demo", "cpu", cache, steps=2
     )
-    assert not cached and other.accumulation == 4
+    assert not cached and other.steps_per_epoch < first.steps_per_epoch
+    assert other.batching == first.batching  # the frames cap follows the micro-batch cap
     _, cached = calibrate("mobile_vla", flat, demo_data, "other data", "cpu", cache, steps=2)
     assert not cached
     assert len(list(cache.root.glob("*.json"))) == 3
@@ -66,7 +69,7 @@ def test_the_cache_keys_on_the_plan_not_on_the_learning_rate(flat, demo_data, tm
     assert json.loads(entry.read_text())["step_s"] == first.step_s
     entry.write_text("{not json")
     _, cached = calibrate("mobile_vla", flat, demo_data, "demo", "cpu", cache, steps=2)
-    assert not cached and json.loads(entry.read_text())["micro_batch_size"] == 16
+    assert not cached and json.loads(entry.read_text())["batching"] == first.batching
 
 
 def test_cost_key_drops_only_what_costs_nothing():

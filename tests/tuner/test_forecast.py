@@ -62,7 +62,8 @@ def test_slots_and_makespan():
 
 
 def calibration(step_s: float) -> Calibration:
-    return Calibration("cpu (1 threads)", "fp32", 8, 4, 10, step_s, 2.0, 3.0, 1.0, 1.0)
+    frames = {"micro_batch_frames": 64}
+    return Calibration("cpu (1 threads)", "fp32", frames, 10, step_s, 2.0, 3.0, 1.0, 1.0)
 
 
 def prep_like(num: int, confirm_top: int = 0, budget: float | None = None):
@@ -159,7 +160,8 @@ def test_dry_run_json_holds_the_forecast_measured_once(sweep_args, write_space, 
     assert fc["trial_epochs"] == pytest.approx(sum(e * n for e, n in stops), abs=0.05)
     assert fc["full_epochs"] == 8 and fc["confirm_runs"] == 0
     assert fc["seconds"] > 0 and fc["budget_s"] is None and fc["overhead"] is None
-    assert "s per step at micro-batch 32 x 1 on cpu (1 threads)" in fc["calibrated"]
+    # Mobile VLA's frames cap (32 windows of 8 frames), not a window micro-batch it never uses
+    assert "s per step at micro_batch_frames=256 on cpu (1 threads)" in fc["calibrated"]
     entries = list((tmp_path / "cache" / "vla-tune" / "calibration").glob("*.json"))
     assert len(entries) == 1  # one batch plan: learning rate and weight decay cost nothing
 

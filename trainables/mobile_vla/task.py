@@ -65,6 +65,7 @@ TASK = make_task(
     demo_data=demo_data,
     precompute=precompute,
     plan=plan,
+    batch_keys=("micro_batch_frames",),
     export_config=to_robovlms,
     export_writer=lazy("trainables.mobile_vla.export_model", "prepare_writer"),
     import_config=import_for_sweep,

@@ -51,12 +51,7 @@ from trainables.mobile_vla.modeling_mobile_vla import (
 )
 from trainables.mobile_vla.trial_config import TrialConfig, parse_config
 from trainables.mobile_vla.windows import Windows, direction_signs
-from trainables.training import (
-    Trainer,
-    largest_divisor,
-    plan_batches,
-    with_micro_batch,
-)
+from trainables.training import Trainer, plan_batches
 from trainables.trial_loop import Trial, derived_values, trial_function
 
 
@@ -214,11 +209,6 @@ class MobileVLATrial(Trial):
         largest = rows(heaviest)
         what = f"one window ({window} frames)"
         self.frames_cap = largest_fitting(try_size, largest, window, what, trainer.device)
-        # In windows, as a per-window micro-batch of these frames would hold them (what a
-        # calibration records; the steps themselves are cut by frames).
-        windows = batch_size if self.frames_cap >= largest else self.frames_cap // window
-        micro = largest_divisor(batch_size, windows)
-        trainer.plan = with_micro_batch(trainer.plan, micro, batch_size)
         print(choice_line("micro_batch_frames", self.frames_cap, largest), flush=True)
 
     def steps(self, epoch: int) -> Iterator[tuple[list[dict], int]]:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from tests.exactness import assert_reordered_close, chain_terms
 from tests.trainables.mobile_vla.test_trainable import POLICY_CHAIN
+from trainables.mobile_vla.action_loss import action_loss
 from trainables.mobile_vla.backbone import (
     cast_frozen,
     load_backbone,
@@ -22,7 +23,6 @@ from trainables.mobile_vla.configuration_mobile_vla import ModelConfig
 from trainables.mobile_vla.modeling_mobile_vla import (
     IMAGE_SIDE,
     MobileVLAPolicy,
-    action_loss,
     build_policy,
     parameter_counts,
 )
