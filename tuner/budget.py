@@ -7,9 +7,10 @@ so a watcher notes which were still live when the budget ran out; `--resume` reo
 exactly those (the budget applies again only when `--time-budget` is given again).
 
 Test hook (like trainables/tune_function.py's hold file; never set it in a real run): with
-`VLA_TUNE_BUDGET_CLOCK_FILE` set in the sweep's process, the budget's clock starts only
-once that file exists. A test so lets the budget run out at a chosen point (say once a
-trial holds at its first report), without depending on how long anything takes.
+`VLA_TUNE_BUDGET_AFTER_CHECKPOINTS=N` in the sweep's process, the budget's clock starts
+only once Tune has registered N trial checkpoints. With trials held after their first
+report, a test so lets the budget run out with each of them at its checkpoint, without
+depending on how long anything takes.
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ def budget_option(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-CLOCK_FILE_ENV = "VLA_TUNE_BUDGET_CLOCK_FILE"
+AFTER_CHECKPOINTS_ENV = "VLA_TUNE_BUDGET_AFTER_CHECKPOINTS"
+_registered = [0]  # trial checkpoints Tune registered in this sweep (BudgetWatch counts)
 
 
 def clock_started() -> bool:
     """Whether the budget's clock runs: always, unless the test hook holds it."""
-    path = os.environ.get(CLOCK_FILE_ENV)
-    return not path or os.path.exists(path)
+    wanted = os.environ.get(AFTER_CHECKPOINTS_ENV)
+    return not wanted or _registered[0] >= int(wanted)
 
 
 class BudgetStopper(TimeoutStopper):
@@ -89,6 +91,11 @@ class BudgetWatch(Callback):
         self.start: float | None = None
         self.seen: list[str] = []
         self.ended_in_time: set[str] = set()
+        _registered[0] = 0
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune registers the checkpoint right after, before its next budget check.
+        _registered[0] += 1
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self.start is None and clock_started():  # before the stopper's first check

@@ -56,11 +56,27 @@ def plan_packs(prep: Any) -> PackPlan:
     if not prep.share_data:
         return PackPlan(asked, 1, "the space searches keys that change the data: each trial "
                         "loads its own, and a pack holds one")  # fmt: skip
+    if key := searched_base_key(prep):
+        return PackPlan(asked, 1, f"the space searches {key}, which the shared base follows: "
+                        "each value needs a base of its own")  # fmt: skip
     for config in prep.candidates:
         reason = unpackable(config, task)
         if reason:
             return PackPlan(asked, 1, reason)
     return PackPlan(asked, size)
+
+
+def searched_base_key(prep: Any) -> str | None:
+    """A key every member of a pack must share (model, window, precision...) that the
+    sweep's trials do not share; such trials would each need a base of their own."""
+    from trainables.packing.member import BASE_KEYS
+
+    searched = set(prep.space.params) - set(prep.options.sets)
+    for key in sorted({key for keys in BASE_KEYS.values() for key in keys}):
+        values = {repr(config.get(key)) for config in prep.candidates}
+        if key in searched or len(values) > 1:
+            return key
+    return None
 
 
 def trial_share(plan: PackPlan, cpu: float, gpu: float) -> tuple[float, float]:

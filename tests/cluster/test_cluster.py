@@ -25,12 +25,14 @@ metric: val_loss
 mode: min
 search: grid
 params:
-  learning_rate: [3.0e-3, 1.0e-4]
+  learning_rate: [3.0e-3, 1.0e-3, 3.0e-4, 1.0e-4]
 fixed:
   batch_size: 32
-  max_epochs: 5
+  max_epochs: 3
 scheduler: fifo
 """
+EPOCHS = list(range(1, 4))
+PACK = 2  # --pack 2 with 1 CPU per pack: each 1-CPU node holds one pack of two 0.5-CPU trials
 
 
 def write_space(folder: Path) -> Path:
@@ -42,9 +44,11 @@ def write_space(folder: Path) -> Path:
 def test_job_submit_sweep_survives_losing_the_worker_node(
     two_nodes, demo_dir, mlflow_server, tmp_path
 ):
-    """Each trial holds its node's only CPU after a checkpoint (see the `cluster` fixture):
-    one trial runs on each node, the worker's is still there when the worker dies, and the
-    head's goes on once the test releases it."""
+    """A packed sweep (--pack 2): each node's one CPU holds one pack of two trials, and
+    each trial holds after a checkpoint (see the `cluster` fixture), so a pack with two
+    trials in it is on each node when the worker dies. The worker's pack is lost with it;
+    its trials are retried from their checkpoints in a pack on the head, whose own pack
+    goes on untouched once the test releases it."""
     cluster = two_nodes
     with stopping_the_job(cluster):
         sweep_survives_losing_the_worker_node(cluster, demo_dir, mlflow_server, tmp_path)
@@ -86,17 +90,17 @@ def sweep_survives_losing_the_worker_node(cluster, demo_dir, mlflow_server, tmp_
         "--", "python", "-m", "tuner.run", "--space", str(write_space(tmp_path)),
         "--data-dir", str(demo_dir), "--storage-path", str(tmp_path / "shared"),
         "--shared-storage", "--name", "cluster", "--mlflow-uri", mlflow_server,
-        "--cpus-per-trial", "1",
+        "--cpus-per-trial", "1", "--pack", str(PACK),
     )  # fmt: skip
     assert submit.returncode == 0, submit.stderr[-3000:]
 
     shared = tmp_path / "shared" / "cluster"
-    ran_on = wait_for_a_held_trial_on_each_node(cluster, shared)
-    on_worker = trial_pids(ran_on["worker"])
-    cluster.kill_worker()  # its trial's process remembered first: the kill orphans it
+    ran_on = wait_for_held_trials_on_each_node(cluster, shared, PACK)
+    on_worker = set().union(*(trial_pids(trial) for trial in ran_on["worker"]))
+    cluster.kill_worker()  # its trials' and pack's processes remembered: the kill orphans them
     cluster.release.touch()
 
-    # Tune retries the lost trial once GCS notices the death (seconds: see HEALTH_CHECKS).
+    # Tune retries the lost trials once GCS notices the death (seconds: see HEALTH_CHECKS).
     deadline = time.monotonic() + JOB_S
     while (status := job_status(cluster)) == "running":
         if time.monotonic() > deadline:
@@ -109,44 +113,72 @@ def sweep_survives_losing_the_worker_node(cluster, demo_dir, mlflow_server, tmp_
     assert status == "succeeded", status + logs(cluster)
 
     client, _, children = sweep_runs(mlflow_server)
-    assert len(children) == 2
+    runs = {c.data.tags["vla_tune.trial_id"]: c for c in children}
+    assert len(children) == len(runs) == 2 * PACK  # every trial, none twice
     assert {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["vla_tune.stopped"] for c in children} == {"completed"}
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
-        assert steps == [1, 2, 3, 4, 5], (child.info.run_name, steps)  # retried from a checkpoint
-        assert child.data.tags["vla_tune.node"] == "127.0.0.1"
-    assert ran_on["head"] != ran_on["worker"]  # one trial on each node
-    results = [
-        json.loads(line) for line in (ran_on["worker"] / "result.json").read_text().splitlines()
-    ]
-    # Held after its first epoch on the worker, then retried from that checkpoint on the
-    # head node, not from scratch.
-    assert [r["training_iteration"] for r in results if r["pid"] in on_worker] == [1]
-    assert (results[-1]["training_iteration"], results[-1]["iterations_since_restore"]) == (5, 4)
+        assert steps == EPOCHS, (child.info.run_name, steps)  # a retry logs no step twice
+        assert child.data.tags["vla_tune.node"] == "127.0.0.1"  # both nodes' address
+
+    rows = {node: [results(trial) for trial in trials] for node, trials in ran_on.items()}
+    # One pack on each node holding its two trials; the pack's label is in every result.
+    head_packs = {r["pack"] for trial in rows["head"] for r in trial}
+    worker_packs = {r["pack"] for trial in rows["worker"] for r in trial if r["pid"] in on_worker}
+    assert len(head_packs) == len(worker_packs) == 1, (head_packs, worker_packs)
+    head_pack, worker_pack = head_packs.pop(), worker_packs.pop()
+    assert head_pack != worker_pack
+    for trial in rows["head"]:
+        # Untouched by the loss: one process, never failed or restored, in the head's pack.
+        ran = [(r["training_iteration"], r["iterations_since_restore"]) for r in trial]
+        assert ran == [(e, e) for e in EPOCHS], ran
+        assert len({r["pid"] for r in trial}) == 1
+        tags = runs[trial[0]["trial_id"]].data.tags
+        assert (tags["vla_tune.pack"], tags["vla_tune.packs"]) == (head_pack, head_pack), tags
+    for trial in rows["worker"]:
+        # Held after its first epoch in the worker's pack, then retried from that checkpoint
+        # in the head's pack (its place freed once the head's trials finished): the epochs
+        # go on, not from scratch.
+        assert [r["training_iteration"] for r in trial if r["pid"] in on_worker] == [1]
+        retried = [r for r in trial if r["pid"] not in on_worker]
+        ran = [(r["training_iteration"], r["iterations_since_restore"]) for r in retried]
+        assert ran == [(e, e - 1) for e in EPOCHS[1:]], ran
+        assert {r["pack"] for r in retried} == {head_pack}
+        tags = runs[trial[0]["trial_id"]].data.tags
+        assert tags["vla_tune.packs"] == f"{worker_pack},{head_pack}", tags
     assert (shared / "best.json").exists()
 
 
-def wait_for_a_held_trial_on_each_node(cluster, shared: Path) -> dict[str, Path]:
-    """Node name -> the trial folder running there with a checkpoint, by the pids in its
-    result.json under each `ray start` (held trials stay alive until the test acts)."""
+def wait_for_held_trials_on_each_node(cluster, shared: Path, per_node: int) -> dict[str, list]:
+    """Node name -> the `per_node` trial folders running there with a checkpoint, by the
+    pids in their result.json under each `ray start` (held trials stay alive until the
+    test acts, and a node's one CPU holds no more)."""
     deadline = time.monotonic() + JOB_S  # a failure timeout only
-    found: dict[str, Path] = {}
+    found: dict[str, set[Path]] = {"head": set(), "worker": set()}
     polls = 0
-    while set(found) != {"head", "worker"}:
-        assert time.monotonic() < deadline, f"not a trial on each node: {found}" + logs(cluster)
+    while any(len(trials) < per_node for trials in found.values()):
+        assert time.monotonic() < deadline, (
+            f"not {per_node} held trials on each node: {found}" + logs(cluster)
+        )
         if polls % 10 == 0:
             assert job_status(cluster) == "running", logs(cluster)
         polls += 1
         time.sleep(1)
-        pids = {name: descendants(cluster, name) for name in ("head", "worker")}
+        pids = {name: descendants(cluster, name) for name in found}
         for trial in shared.glob("lr=*"):
             if not any(trial.glob("checkpoint_*")):
                 continue
             for node, mine in pids.items():
                 if trial_pids(trial) & mine:
-                    found[node] = trial
-    return found
+                    found[node].add(trial)
+    assert all(len(trials) == per_node for trials in found.values()), found
+    return {node: sorted(trials) for node, trials in found.items()}
+
+
+def results(trial: Path) -> list[dict]:
+    """The trial's result rows, in order (its runs before and after a retry)."""
+    return [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
 
 
 def descendants(cluster, name: str) -> set[int]:

@@ -9,11 +9,38 @@ from pathlib import Path
 import pytest
 from ray import tune
 
+from tests.services import isolated_env
 from trainables.mobile_vla.trainable import train
 from trainables.tune_function import HOLD_FILE_ENV, held, tune_function
 
 
-def test_trial_reports_checkpoints_and_retries_from_them(local_ray, demo_dir, demo_data, tmp_path):
+@pytest.fixture(scope="module")
+def release_file(tmp_path_factory, ray_tmpdir) -> Path:
+    """One local Ray for the module's trials, whose trials hold after each report until
+    the returned file exists: set before Ray starts, since its worker processes inherit
+    the raylet's environment. Each test sets the file as it needs it."""
+    from tuner.ray_start import start_ray
+
+    release = tmp_path_factory.mktemp("hold") / "release"
+    cache = tmp_path_factory.mktemp("ray_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in isolated_env(ray_tmpdir, cache, ray_tmpdir).items():
+            patch.setenv(name, value)
+        patch.delenv("RAY_ADDRESS", raising=False)
+        patch.setenv(HOLD_FILE_ENV, str(release))
+        start_ray(None)
+        try:
+            yield release
+        finally:
+            import ray
+
+            ray.shutdown()
+
+
+def test_trial_reports_checkpoints_and_retries_from_them(
+    release_file, demo_dir, demo_data, tmp_path
+):
+    release_file.touch()  # empty: no trial holds
     marker = tmp_path / "crashed_once"
 
     def crash_once_after_first_epoch(config, report, data=None, checkpoint_dir=None):
@@ -59,17 +86,9 @@ def test_trial_reports_checkpoints_and_retries_from_them(local_ray, demo_dir, de
     assert {"adapter", "policy_head.safetensors", "training_state.pt"} <= files
 
 
-@pytest.fixture
-def release_file(tmp_path, monkeypatch, request) -> Path:
-    """A local Ray whose trials hold after each report until the returned file exists: set
-    before Ray starts, since its worker processes inherit the raylet's environment."""
-    release = tmp_path / "release"
-    monkeypatch.setenv(HOLD_FILE_ENV, str(release))
-    request.getfixturevalue("local_ray")
-    return release
-
-
 def test_a_trial_holds_after_each_report_until_the_hold_file_exists(release_file, tmp_path):
+    release_file.unlink(missing_ok=True)  # missing: every report holds
+    Path(f"{release_file}.waiting").unlink(missing_ok=True)
     seen = tmp_path / "seen"  # what the trial saw when each report returned
     seen.mkdir()
 

@@ -11,7 +11,7 @@ import pytest
 from tests.services import cli, mlflow_server, sweep_runs
 from tests.tuner.conftest import SMALL_GRID
 from trainables.tune_function import HOLD_FILE_ENV
-from tuner.budget import BUDGET_FILE, CLOCK_FILE_ENV, parse_duration
+from tuner.budget import AFTER_CHECKPOINTS_ENV, BUDGET_FILE, parse_duration
 from tuner.spaces import SpaceError, load_space
 
 
@@ -40,13 +40,13 @@ OPTUNA = SMALL_GRID.replace("search: grid", "search: optuna\nnum_samples: 4").re
 def test_the_budget_stops_every_trial_and_resume_finishes_them(
     sweep_args, write_space, tmp_path, space
 ):
-    """Made to run out: the first trial holds after its first epoch (its checkpoint
-    saved) while the others wait their turn, and the budget's clock starts only once it
-    holds (tuner.budget's test hook: the clock waits for `<hold file>.waiting`), so the
-    one-second budget ends the sweep with all four trials unfinished, the first one held
-    at its checkpoint, whatever the machine's speed. The resume (no budget, no hold)
-    trains exactly what is left: the grid points not started, or the samples Optuna had
-    not drawn. The Optuna sweep logs to a real MLflow server, as a cluster's sweeps do."""
+    """Made to run out: the first two trials hold after their first epoch while the
+    others wait their turn, and the budget's clock starts only once Tune has registered
+    both checkpoints (tuner.budget's test hook), so the one-second budget ends the sweep
+    with all four trials unfinished, two held at their checkpoints, whatever the
+    machine's speed. The resume (no budget, no hold) trains exactly what is left: the
+    grid points not started, or the samples Optuna had not drawn. The Optuna sweep logs
+    to a real MLflow server, as a cluster's sweeps do."""
     with contextlib.ExitStack() as stack:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         if space is OPTUNA:
@@ -57,19 +57,19 @@ def test_the_budget_stops_every_trial_and_resume_finishes_them(
 def budget_then_resume(sweep_args, write_space, tmp_path, space, uri):
     hold = tmp_path / "hold"  # missing: a trial waits after each report
     args = sweep_args(
-        write_space(space), "--name", "budget", "--max-concurrent", "1",
+        write_space(space), "--name", "budget", "--max-concurrent", "2",
         "--scheduler", "fifo", "--time-budget", "1s", "--mlflow-uri", uri,
     )  # fmt: skip
-    hooks = {HOLD_FILE_ENV: str(hold), CLOCK_FILE_ENV: f"{hold}.waiting"}
+    hooks = {HOLD_FILE_ENV: str(hold), AFTER_CHECKPOINTS_ENV: "2"}
     run = cli("tuner.run", *args, env={**os.environ, **hooks}, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "the time budget ended the sweep after" in run.stdout, run.stdout[-3000:]
-    assert "with 4 trials left (1 stopped at their last checkpoint" in run.stdout
+    assert "with 4 trials left (2 stopped at their last checkpoint" in run.stdout
     assert "--resume --name budget" in run.stdout and "without a budget" in run.stdout
     experiment = tmp_path / "results" / "budget"
-    assert len(json.loads((experiment / BUDGET_FILE).read_text())["cut"]) == 1  # the one started
-    assert (tmp_path / "hold.waiting").exists()  # it reported and held before the end
-    assert len(list(experiment.glob("*/checkpoint_000000"))) == 1  # the one it resumes from
+    assert len(json.loads((experiment / BUDGET_FILE).read_text())["cut"]) == 2  # those started
+    assert (tmp_path / "hold.waiting").exists()  # they reported and held before the end
+    assert len(list(experiment.glob("*/checkpoint_000000"))) == 2  # those it resumes from
     assert not list(experiment.glob("*/checkpoint_000001"))  # nothing past the hold
 
     resumed = cli(

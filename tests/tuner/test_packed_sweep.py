@@ -151,6 +151,15 @@ def test_dry_run_shows_the_packs_and_a_full_fine_tune_runs_unpacked(
     assert doc["packing"]["unpacked_because"] == reason
     assert doc["forecast"]["pack"] == 1
 
+    windows = write_space(SMALL_GRID.replace("  weight_decay: [0.0, 0.1]", "  tiny_layers: [1, 2]"))
+    assert main(sweep_args(windows, "--pack", "3", "--dry-run", "--json")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["packing"]["trials_per_pack"] == 1
+    assert doc["packing"]["unpacked_because"] == (
+        "the space searches tiny_layers, which the shared base follows: each value needs a "
+        "base of its own"
+    )
+
 
 def test_bad_pack_values_are_one_line(capsys, sweep_args, write_space, tmp_path):
     code, err = run_main(capsys, sweep_args(write_space(SMALL_GRID), "--pack", "0"))

@@ -338,12 +338,16 @@ class PackDirectory:
 
 
 def start_directory(size: int, data: Any, threads: int, client: dict[str, float]) -> Any:
-    """The sweep's pack directory, owned by this driver (it and its packs end with it)."""
+    """The sweep's pack directory, owned by this driver (it and its packs end with it), on
+    the driver's node: Ray may place an actor that asks for nothing on any node, and a lost
+    worker node must take only its own packs, never the directory every trial asks."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     ref = ray.put(data)  # once in the object store; each pack maps it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return (
         ray.remote(PackDirectory)
-        .options(num_cpus=0, max_concurrency=64)
+        .options(num_cpus=0, max_concurrency=64, scheduling_strategy=here)
         .remote(size, [ref], threads, client)
     )
