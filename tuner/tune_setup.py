@@ -129,6 +129,7 @@ def restored_settings(tuner: Any, phase: Phase) -> None:
     """A restored Tuner keeps the budget and callbacks it was pickled with; a resumed
     sweep has its own (no budget unless given again). Ray has no public setter for these."""
     internal = tuner._local_tuner
+    internal._tune_config.time_budget_s = None  # a sweep saved when Tune's own was used
     internal._run_config.stop = budget.stopper(phase.time_budget_s)
     kinds = {type(c) for c in phase.callbacks}
     kept = [c for c in internal._run_config.callbacks or [] if type(c) not in kinds]
