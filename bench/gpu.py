@@ -254,6 +254,16 @@ def policy_parts(
         )
 
 
+def pack_part(flat: dict, ks: tuple[int, ...]) -> dict:
+    """K members of the trial above packed on one base (bench/pack.py), one epoch each;
+    `pack4_over_one`: a pack of 4 over a pack of 1 (one trial alone), summed samples/s."""
+    from pack import packed_only
+
+    rows = packed_only(flat, ks, epochs=1, threads=os.cpu_count() or 1)
+    rate = {row["k"]: row["packed_samples_per_s"] for row in rows}
+    return {"rows": rows, "pack4_over_one": rate[4] / rate[1] if 4 in rate else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)  # a GPU with its index, as a trial's
@@ -284,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             results.run(
                 "predict", lambda: predict_latency(trial["checkpoint"], device, window, size)
             )
+        results.run("pack", lambda: pack_part(flat, (1, 2, 4, 8) if sizes.shares else (1, 2)))
+        release_memory(device)
         precision = "bf16" if device.type == "cuda" else "fp32"
         tokens = 256 if device.type == "cuda" else 32
         results.run(

@@ -5,7 +5,7 @@
 #   DEVICE=cpu bash bench/gpu_all.sh  # the same, small, on a CPU (Ray/MLflow installed)
 # 1. bench/gpu_sweep.py: the real sweep (Ray Tune on the card's slots, MLflow in SQLite),
 #    --gpus-per-trial 1 then 0.5, at the grid's batches; installs the carried wheels.
-# 2. bench/gpu.py's parts profile, batches, llama16 (+ the sweep's JSON and the summary).
+# 2. bench/gpu.py's parts profile, batches, pack, llama16 (+ the sweep's JSON and the summary).
 # Each part has its own time limit, the whole ends by GPU_ALL_SECONDS (default 530).
 # JSON and logs go to $OUT (the device's return folder; else /tmp/gpu_all) and
 # on a card the two JSON files to bench/results/ too, named by the card.
@@ -36,7 +36,7 @@ tail -n 14 "$OUT/gpu_sweep.log"
 LEFT=$((TOTAL - SECONDS))
 [ "$DEVICE" = cpu ] && LEFT=900
 timeout -k 15 "$LEFT" python3 bench/gpu.py --device "$DEVICE" --quick \
-    --only profile,batches,llama16 "${GRID[@]}" --sweep-json "$OUT/gpu_sweep.json" \
+    --only profile,batches,pack,llama16 "${GRID[@]}" --sweep-json "$OUT/gpu_sweep.json" \
     --out "$OUT/gpu.json" >"$OUT/gpu.log" 2>&1
 echo "gpu.py: exit $? after $SECONDS s"
 tail -n 40 "$OUT/gpu.log"

@@ -193,7 +193,7 @@ def summary_of(data: dict[str, Any]) -> dict[str, Any]:
         "sweep_forecast_ratio": sweep.get("sweep_forecast_ratio"),
         "llama_16gb_micro_batch": llama.get("micro_batch"),
         "llama_16gb_peak_gib": peak_mb / 1024 if peak_mb else None,
-        "pack4_over_one": _get(data, "pack", "pack4_over_one"),  # bench/pack.py's, if run
+        "pack4_over_one": _get(data, "pack", "pack4_over_one"),  # the pack part, if run
     }
     a5000 = a5000_estimates(data) or {}
     for key in ("floor_h", "at_big_card_mfu_h", "ceiling_h"):

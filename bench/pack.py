@@ -140,6 +140,22 @@ def one_round(configs: list[dict], epochs: int, threads: int) -> dict[str, float
     }
 
 
+def packed_only(
+    config: dict[str, Any], ks: tuple[int, ...], epochs: int, threads: int
+) -> list[dict[str, float]]:
+    """Per K: one pack of K members in a fresh process, summed samples/s and peak MB; for
+    a card, whose separate processes `bench/gpu_share.py` already measured (K full-size
+    trial processes would not fit it past a few)."""
+    rows = []
+    for k in ks:
+        configs = [{**config, "seed": i, "max_epochs": epochs} for i in range(k)]
+        packed = run_processes(packed_worker, [(configs, epochs, threads)])[0]
+        rate = packed["samples"] / packed["seconds"]
+        rows.append({"k": k, "packed_samples_per_s": rate, "packed_peak_mb": packed["peak_mb"]})
+        print(f"K={k}: packed {rate:.1f} samples/s, {packed['peak_mb']:.0f} MB peak", flush=True)
+    return rows
+
+
 def measure_packing(
     config: dict[str, Any], ks: tuple[int, ...], epochs: int, threads: int, rounds: int = 2
 ) -> list[dict[str, float]]:

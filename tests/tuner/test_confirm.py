@@ -11,7 +11,7 @@ import signal
 import sys
 
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
-from tests.tuner.conftest import SMALL_GRID, TWO_RATES
+from tests.tuner.conftest import TWO_RATES
 from trainables.tune_function import HOLD_FILE_ENV
 from tuner.confirm import CONFIRM_DIR
 
@@ -24,28 +24,7 @@ def by_phase(children):
     return search, confirm
 
 
-def test_asha_sweep_confirms_the_k_asked_for(sweep_args, write_space, tmp_path):
-    """Under ASHA few trials reach the full budget; the confirmation still takes 3, and
-    each of them ends with the same seeds trained to the full budget."""
-    space = write_space(SMALL_GRID)  # 4 trials, rungs at epochs 1 and 2
-    args = sweep_args(space, "--name", "asha", "--confirm", "3", "--seeds", "2")
-    run = cli("tuner.run", *args)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "confirm: the top 3 configurations, 2 seeds each" in run.stdout
-    plan = json.loads((tmp_path / "results" / "asha" / "confirm.json").read_text())
-    assert len(plan["top"]) == 3
-    best = json.loads((tmp_path / "results" / "asha" / "best.json").read_text())
-    assert best["confirmed"]["seeds"] in ([0, 1], [1, 0])
-    assert best["epochs"] == 2  # the confirmed best's checkpoint trained the full budget
-    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    search, confirm = by_phase(children)
-    early = [c for c in search if c.info.run_name in {r.data.params["confirms"] for r in confirm}]
-    full = {c.info.run_name for c in search if c.data.metrics.get("epoch") == 2}
-    runs = {name: 1 if name in full else 2 for name in {c.info.run_name for c in early}}
-    assert len(runs) == 3 and len(confirm) == sum(runs.values())
-    # The plan line names what came from below the full budget, exactly when something did.
-    below = "taken from below the full budget (all 2 seeds trained anew)" in run.stdout
-    assert below == any(n == 2 for n in runs.values())
+# The confirmation of an ASHA sweep: tests/tuner/test_sweep.py's end-to-end sweep.
 
 
 def test_an_interrupted_confirmation_resumes_to_a_verdict_running_nothing_twice(

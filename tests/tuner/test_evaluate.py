@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.exactness import chain_terms, reordered_rtol
-from tests.services import cli, isolated_env
+from tests.services import cli, isolated_env, sweep_runs
 from tests.trainables.mobile_vla.test_trainable import POLICY_CHAIN
 from tests.tuner.conftest import SMALL_GRID
 from trainables.mobile_vla.demo_data import write_demo_episodes
@@ -65,6 +65,19 @@ def test_experiment_opens_on_training_runs_and_the_url_is_printed(sweep):
     )
     assert f"runs page:   {page}" in stdout
     assert f"mlflow ui --backend-store-uri {uri}" in stdout
+
+
+def test_without_a_confirmation_the_search_best_is_the_best(sweep):
+    """The sweep without --confirm (tests/tuner/test_sweep.py's has one): its best is
+    the search's, and the disk estimate counts the search's trials alone."""
+    results, uri, stdout = sweep
+    client, _, children = sweep_runs(uri)
+    best = best_of(results)
+    assert "confirmed" not in best
+    assert best["value"] == pytest.approx(min(c.data.metrics["val_loss"] for c in children))
+    tagged = [c for c in children if c.data.tags.get("vla_tune.best") == "true"]
+    assert [c.info.run_id for c in tagged] == [best["mlflow_run_id"]]
+    assert "up to 4 at once" in stdout and "2 kept after" in stdout  # 2 trials, 2 each
 
 
 def direct_scores(policy, path, instruction=None) -> dict:

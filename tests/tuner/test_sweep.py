@@ -12,22 +12,24 @@ import pytest
 
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import SMALL_GRID, TWO_RATES
+from tests.tuner.test_confirm import by_phase
 from trainables.tune_function import HOLD_FILE_ENV
 
 
 def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
-    run = cli(
-        "tuner.run",
-        *sweep_args(write_space(SMALL_GRID), "--name", "small", "--cpus-per-trial", "1"),
-    )
+    """The search, then its confirmation (one sweep for both, to keep the suite short; the
+    sweep without one is checked on tests/tuner/test_evaluate.py's)."""
+    extra = ["--name", "small", "--cpus-per-trial", "1", "--confirm", "3", "--seeds", "2"]
+    run = cli("tuner.run", *sweep_args(write_space(SMALL_GRID), *extra))
     assert run.returncode == 0, run.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client, parents, children = sweep_runs(uri)
+    client, parents, every = sweep_runs(uri)
+    children, confirm = by_phase(every)
 
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
-    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    assert {c.info.status for c in children} == {"FINISHED"}
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in every)
+    assert {c.info.status for c in every} == {"FINISHED"}
     assert parent.info.status == "FINISHED"
     names = {c.info.run_name for c in children}
     assert "lr=0.003,wd=0" in names and "lr=1e-05,wd=0.1" in names
@@ -54,7 +56,7 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "best_config.json", "learning_curves.png",
             "parallel_coordinates.png"} <= artifacts  # fmt: skip
-    best = [c for c in children if c.data.tags.get("vla_tune.best") == "true"]
+    best = [c for c in every if c.data.tags.get("vla_tune.best") == "true"]
     assert len(best) == 1
     best_files = {a.path for a in client.list_artifacts(best[0].info.run_id)}
     assert {"adapter", "trial_config.json"} <= best_files
@@ -69,7 +71,8 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     # Short epochs force Tune's state snapshots often; its warning about that is noise.
     assert "snapshotting has been triggered" not in out + run.stderr
     # Disk: estimated in the header, measured at the end (one checkpoint kept per trial).
-    assert "checkpoints: ~" in out and "up to 8 at once" in out and "4 kept after" in out
+    # At most: 4 trials and 3 x 2 confirmation runs (all from below the full budget).
+    assert "checkpoints: ~" in out and "up to 16 at once" in out and "10 kept after" in out
     kept = list((tmp_path / "results" / "small").glob("*/checkpoint_*"))
     on_disk = sum(f.stat().st_size for k in kept for f in k.rglob("*") if f.is_file())
     assert len(kept) == 4
@@ -78,7 +81,8 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert f"checkpoints (search): 4 kept, {human_bytes(on_disk)} on disk" in out
     best_json = json.loads((tmp_path / "results" / "small" / "best.json").read_text())
     assert best_json["mlflow_run_id"] == best[0].info.run_id
-    assert best_json["value"] == pytest.approx(min(c.data.metrics["val_loss"] for c in children))
+    assert best_json["trial"] == best[0].info.run_name  # the confirmed best's search trial
+    assert best_json["value"] == pytest.approx(best[0].data.metrics["val_loss"])
 
     exported = cli(
         "tuner.export", "--storage-path", tmp_path / "results", "--out", tmp_path / "export"
@@ -88,6 +92,21 @@ def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     assert config["train_setup"]["lora_enable"] is True
     assert config["learning_rate"] == best_json["config"]["learning_rate"]
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").exists()
+
+    # Under ASHA few trials reach the full budget; the confirmation still takes 3, and each
+    # of them ends with the same seeds trained to the full budget.
+    assert "confirm: the top 3 configurations, 2 seeds each" in out
+    plan = json.loads((tmp_path / "results" / "small" / "confirm.json").read_text())
+    assert len(plan["top"]) == 3
+    assert best_json["confirmed"]["seeds"] in ([0, 1], [1, 0])
+    assert best_json["epochs"] == 2  # the confirmed best's checkpoint trained the full budget
+    early = [c for c in children if c.info.run_name in {r.data.params["confirms"] for r in confirm}]
+    full = {c.info.run_name for c in children if c.data.metrics.get("epoch") == 2}
+    runs = {name: 1 if name in full else 2 for name in {c.info.run_name for c in early}}
+    assert len(runs) == 3 and len(confirm) == sum(runs.values())
+    # The plan line names what came from below the full budget, exactly when something did.
+    below = "taken from below the full budget (all 2 seeds trained anew)" in out
+    assert below == any(n == 2 for n in runs.values())
 
 
 TWO_TRIALS_IN_TURN = TWO_RATES.replace("max_epochs: 2", "max_epochs: 3")
