@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,13 +11,33 @@ import pytest
 from tests.services import isolated_env
 from trainables.mobile_vla.dataset import DataConfig, load_dataset
 from trainables.mobile_vla.demo_data import write_demo_episodes
+from tuner.ray_start import fits
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests marked `sweep` (a whole sweep or cluster, tens of seconds each) first: run on
+    parallel workers (pytest-xdist, pyproject's addopts), the long ones overlap from the
+    start and the short ones fill the end. The sort is stable: file order otherwise."""
+    items.sort(key=lambda item: item.get_closest_marker("sweep") is None)
 
 
 @pytest.fixture(scope="session")
-def ray_tmpdir(tmp_path_factory) -> str:
+def ray_tmpdir(tmp_path_factory) -> Iterator[str]:
     """Ray's session folder: short (unix sockets allow 107 characters) and one per test
-    session (a process that started Ray once looks for later sessions in the same place)."""
-    return str(tmp_path_factory.mktemp("r"))
+    session (a process that started Ray once looks for later sessions in the same place).
+    Under pytest-xdist (or a long user name) the session's base folder is too long for
+    Ray's sockets: then a short link in /tmp points into it, and is removed at the end."""
+    folder = tmp_path_factory.mktemp("r")
+    if fits(str(folder / "ray")):  # Ray makes its sessions in $RAY_TMPDIR/ray
+        yield str(folder)
+        return
+    link = Path(tempfile.mkdtemp(prefix="vt-", dir="/tmp")) / "r"
+    link.symlink_to(folder, target_is_directory=True)
+    try:
+        yield str(link)
+    finally:
+        link.unlink()
+        link.parent.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.services import cli, sweep_runs
+
+# One xdist worker runs this module, so its module-scoped set-up is built once;
+# that set-up is long, so the module is scheduled first (tests/conftest.py).
+pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.sweep]
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_S = 300  # a deadline for the sweep job (about a minute): it only turns a hang into a failure

@@ -70,6 +70,7 @@ def test_a_failed_trial_does_not_keep_what_it_built():
 SMALL, LARGE = 384, 1024  # tiny_hidden: the large backbone has ~7x the small one's weights
 
 
+@pytest.mark.sweep
 def test_each_trial_in_one_reused_worker_reports_its_own_peak(
     local_ray, demo_dir, demo_data, tmp_path
 ):

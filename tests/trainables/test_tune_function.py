@@ -13,6 +13,10 @@ from tests.services import isolated_env
 from trainables.mobile_vla.trainable import train
 from trainables.tune_function import HOLD_FILE_ENV, held, tune_function
 
+# One xdist worker runs this module, so its module-scoped set-up is built once;
+# that set-up is long, so the module is scheduled first (tests/conftest.py).
+pytestmark = [pytest.mark.xdist_group("tune_function"), pytest.mark.sweep]
+
 
 @pytest.fixture(scope="module")
 def release_file(tmp_path_factory, ray_tmpdir) -> Path:

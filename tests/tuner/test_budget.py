@@ -37,6 +37,7 @@ OPTUNA = SMALL_GRID.replace("search: grid", "search: optuna\nnum_samples: 4").re
 
 
 @pytest.mark.parametrize("space", [SMALL_GRID, OPTUNA], ids=["grid", "optuna-mlflow-server"])
+@pytest.mark.sweep
 def test_the_budget_stops_every_trial_and_resume_finishes_them(
     sweep_args, write_space, tmp_path, space
 ):

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+import pytest
+
 from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import TWO_RATES
 from trainables.tune_function import HOLD_FILE_ENV
@@ -27,6 +29,7 @@ def by_phase(children):
 # The confirmation of an ASHA sweep: tests/tuner/test_sweep.py's end-to-end sweep.
 
 
+@pytest.mark.sweep
 def test_an_interrupted_confirmation_resumes_to_a_verdict_running_nothing_twice(
     sweep_args, write_space, tmp_path
 ):

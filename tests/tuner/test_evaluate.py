@@ -19,6 +19,10 @@ from tests.trainables.mobile_vla.test_trainable import POLICY_CHAIN
 from tests.tuner.conftest import SMALL_GRID
 from trainables.mobile_vla.demo_data import write_demo_episodes
 
+# One xdist worker runs this module, so its module-scoped set-up is built once;
+# that set-up is long, so the module is scheduled first (tests/conftest.py).
+pytestmark = [pytest.mark.xdist_group("evaluate"), pytest.mark.sweep]
+
 # A MAE of actions (|a| <= the bound, 1.15) over an episode's <= 18 frames x 10 steps,
 # predicted in other batches than the direct frame-by-frame run: a reordering of the
 # policy's forward chain and of the mean (tests.exactness), on the scale of the bound.

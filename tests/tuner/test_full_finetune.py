@@ -40,6 +40,7 @@ scheduler:
 MB = 1e6  # human_bytes' unit
 
 
+@pytest.mark.sweep
 def test_the_team_full_fine_tune_ends_like_any_sweep(capsys, sweep_args, write_space, tmp_path):
     # The fork trains in 16-mixed on a GPU; fp16 needs CUDA, so here the trials run in fp32.
     args = sweep_args(write_space(TWO_RATES), "--from-robovlms", FORK, "--model", "tiny")

@@ -63,6 +63,7 @@ def shared_data(config: dict):
     return data
 
 
+@pytest.mark.sweep
 def test_a_packed_sweep_killed_and_resumed_trains_what_each_trial_trains_alone(
     sweep_args, write_space, tmp_path
 ):

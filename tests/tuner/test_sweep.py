@@ -16,6 +16,7 @@ from tests.tuner.test_confirm import by_phase
 from trainables.tune_function import HOLD_FILE_ENV
 
 
+@pytest.mark.sweep
 def test_grid_sweep_end_to_end(sweep_args, write_space, tmp_path):
     """The search, then its confirmation (one sweep for both, to keep the suite short; the
     sweep without one is checked on tests/tuner/test_evaluate.py's)."""
@@ -134,6 +135,7 @@ def save_snapshot(experiment: Path, saved: Path) -> str | None:
     return snapshot_checkpoints(saved)[0]
 
 
+@pytest.mark.sweep
 def test_resume_after_the_driver_is_killed_with_a_lagging_snapshot(
     sweep_args, write_space, tmp_path
 ):
@@ -216,6 +218,7 @@ def robot_code_sweep(space: str, name: str, write_space, tmp_path):
     return run, uri
 
 
+@pytest.mark.sweep
 def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
     run, uri = robot_code_sweep(ROBOT_CODE, "code", write_space, tmp_path)
     assert "generated 240 demo commands" in run.stdout
@@ -229,6 +232,7 @@ def test_robot_code_sweep_runs_through_the_tuner(write_space, tmp_path):
     assert (tmp_path / "results" / "code").is_dir()
 
 
+@pytest.mark.sweep
 def test_a_tie_at_the_top_is_said_and_tagged_instead_of_a_best(write_space, tmp_path):
     # Two rates too small to learn in one epoch: both trials end at exact_match 0.
     space = ROBOT_CODE.replace("[5.0e-3, 1.0e-4]", "[1.0e-7, 1.0e-8]")

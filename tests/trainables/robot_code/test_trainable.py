@@ -40,6 +40,10 @@ from trainables.robot_code.trainable import (
 from trainables.training import Trainer, TrainingError, plan_batches
 from trainables.training_state import STATE_FILE, TRIAL_CONFIG_FILE
 
+# One xdist worker runs this module, so its module-scoped set-up is built once;
+# that set-up is long, so the module is scheduled first (tests/conftest.py).
+pytestmark = [pytest.mark.xdist_group("robot_code_trainable"), pytest.mark.sweep]
+
 # The default tiny model with batch 8 and a higher learning rate: 216 steps on 576 demo
 # records take exact match from 0 to ~0.6 (3 epochs, ~10 s on one core).
 LEARN = {"torch_threads": 1, "batch_size": 8, "learning_rate": 5e-3, "eval_samples": 32}
