@@ -126,16 +126,28 @@ def run_processes(target, arguments: list[tuple]) -> list[dict]:
     return outputs
 
 
+def members(config: dict[str, Any], k: int, epochs: int) -> list[dict[str, Any]]:
+    """K copies of one trial's config; member i gets `seed` i (the same work each)."""
+    return [{**config, "seed": i, "max_epochs": epochs} for i in range(k)]
+
+
+def packed_once(configs: list[dict], epochs: int, threads: int) -> dict[str, float]:
+    """One pack of these members in a fresh process: summed samples/s and peak MB."""
+    packed = run_processes(packed_worker, [(configs, epochs, threads)])[0]
+    return {
+        "packed_samples_per_s": packed["samples"] / packed["seconds"],
+        "packed_peak_mb": packed["peak_mb"],
+    }
+
+
 def one_round(configs: list[dict], epochs: int, threads: int) -> dict[str, float]:
     """Both ways once: (summed samples/s, peak MB) packed and separate."""
-    packed = run_processes(packed_worker, [(configs, epochs, threads)])[0]
+    packed = packed_once(configs, epochs, threads)
     per_process = max(1, threads // len(configs))
     separate = run_processes(separate_worker, [(c, epochs, per_process) for c in configs])
     wall = max(s["seconds"] for s in separate)
-    return {
-        "packed_samples_per_s": packed["samples"] / packed["seconds"],
+    return packed | {
         "separate_samples_per_s": sum(s["samples"] for s in separate) / wall,
-        "packed_peak_mb": packed["peak_mb"],
         "separate_peak_mb": sum(s["peak_mb"] for s in separate),
     }
 
@@ -148,11 +160,13 @@ def packed_only(
     trial processes would not fit it past a few)."""
     rows = []
     for k in ks:
-        configs = [{**config, "seed": i, "max_epochs": epochs} for i in range(k)]
-        packed = run_processes(packed_worker, [(configs, epochs, threads)])[0]
-        rate = packed["samples"] / packed["seconds"]
-        rows.append({"k": k, "packed_samples_per_s": rate, "packed_peak_mb": packed["peak_mb"]})
-        print(f"K={k}: packed {rate:.1f} samples/s, {packed['peak_mb']:.0f} MB peak", flush=True)
+        row = {"k": k} | packed_once(members(config, k, epochs), epochs, threads)
+        print(
+            f"K={k}: packed {row['packed_samples_per_s']:.1f} samples/s, "
+            f"{row['packed_peak_mb']:.0f} MB peak",
+            flush=True,
+        )
+        rows.append(row)
     return rows
 
 
@@ -160,12 +174,12 @@ def measure_packing(
     config: dict[str, Any], ks: tuple[int, ...], epochs: int, threads: int, rounds: int = 2
 ) -> list[dict[str, float]]:
     """Per K: packed and separate summed samples/s and peak MB, and their ratios.
-    `config` is one trial's flat config; member i gets `seed` i (the same work each).
-    The two ways alternate `rounds` times; each keeps its best round (the least
-    disturbed by whatever else the machine runs) and its largest peak."""
+    `config` is one trial's flat config (see `members`). The two ways alternate `rounds`
+    times; each keeps its best round (the least disturbed by whatever else the machine
+    runs) and its largest peak."""
     rows = []
     for k in ks:
-        configs = [{**config, "seed": i, "max_epochs": epochs} for i in range(k)]
+        configs = members(config, k, epochs)
         tries = [one_round(configs, epochs, threads) for _ in range(rounds)]
         row = {"k": k} | {key: max(t[key] for t in tries) for key in tries[0]}
         row["speed"] = row["packed_samples_per_s"] / row["separate_samples_per_s"]

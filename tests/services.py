@@ -88,6 +88,13 @@ def sweep_runs(uri: str):
     return client, parents, children
 
 
+def by_phase(children) -> tuple[list, list]:
+    """A sweep's trial runs split into (search, confirmation) by their phase tag."""
+    search = [c for c in children if c.data.tags.get("vla_tune.phase") == "search"]
+    confirm = [c for c in children if c.data.tags.get("vla_tune.phase") == "confirm"]
+    return search, confirm
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop the process group we started (start_new_session=True): politely, then for sure
     (a loaded machine can take its time to shut gunicorn's workers down)."""

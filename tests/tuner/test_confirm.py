@@ -12,18 +12,12 @@ import sys
 
 import pytest
 
-from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
+from tests.services import by_phase, cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import TWO_RATES
 from trainables.tune_function import HOLD_FILE_ENV
 from tuner.confirm import CONFIRM_DIR
 
 CONFIRM = ["--scheduler", "fifo", "--confirm", "2", "--seeds", "2"]
-
-
-def by_phase(children):
-    search = [c for c in children if c.data.tags.get("vla_tune.phase") == "search"]
-    confirm = [c for c in children if c.data.tags.get("vla_tune.phase") == "confirm"]
-    return search, confirm
 
 
 # The confirmation of an ASHA sweep: tests/tuner/test_sweep.py's end-to-end sweep.

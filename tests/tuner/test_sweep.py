@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import cli, kill_group, start_group, sweep_runs, wait_for
+from tests.services import by_phase, cli, kill_group, start_group, sweep_runs, wait_for
 from tests.tuner.conftest import SMALL_GRID, TWO_RATES
-from tests.tuner.test_confirm import by_phase
 from trainables.tune_function import HOLD_FILE_ENV
 
 
